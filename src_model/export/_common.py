@@ -1,0 +1,104 @@
+"""Checks and helpers shared by the export formats.
+
+Label volumes may be memmaps (long videos), dask or zarr arrays (napari layers): everything here
+touches them one frame at a time, never as a whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from ..atomic import OutputExistsError
+
+UINT16_MAX = np.iinfo(np.uint16).max
+
+
+def check_labels(labels) -> tuple[object, int]:
+    """Validate a label volume and return it as (T, H, W) together with its largest id.
+
+    labels: (T, H, W) or a single (H, W) frame of non-negative integer (or bool) ids.
+    Reads the volume frame by frame to find the largest id and catch negative ids.
+    """
+    shape = tuple(getattr(labels, "shape", np.shape(labels)))
+    if len(shape) == 2:
+        labels = np.asarray(labels)[None]
+        shape = (1,) + shape
+    if len(shape) != 3:
+        raise ValueError(f"labels must be a (T, H, W) volume of object ids, got shape {shape}")
+    if shape[0] == 0 or shape[1] == 0 or shape[2] == 0:
+        raise ValueError(f"labels must have at least one frame of at least 1 x 1 pixels, got shape {shape}")
+    dtype = np.dtype(getattr(labels, "dtype", np.asarray(labels[0]).dtype))
+    if dtype.kind not in "uib":
+        raise ValueError(f"labels must hold integer object ids, got dtype {dtype}")
+    max_id = 0
+    for t in range(shape[0]):
+        frame = np.asarray(labels[t])
+        if dtype.kind == "i" and frame.min() < 0:
+            raise ValueError(f"labels frame {t} holds negative id {int(frame.min())}; ids must be >= 0")
+        max_id = max(max_id, int(frame.max()))
+    if max_id > np.iinfo(np.uint32).max:
+        raise ValueError(f"labels hold id {max_id}, larger than the largest supported id {np.iinfo(np.uint32).max}")
+    return labels, max_id
+
+
+def label_dtype(max_id: int) -> np.dtype:
+    """uint16 unless an id needs more (then uint32) — the dtype every reader returns."""
+    return np.dtype(np.uint16 if max_id <= UINT16_MAX else np.uint32)
+
+
+def frames_as(labels, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """Yield the (H, W) frames of ``labels`` one by one, converted to ``dtype``."""
+    for t in range(len(labels)):
+        yield np.ascontiguousarray(np.asarray(labels[t]), dtype=dtype)
+
+
+def check_expressions(expressions: Mapping | None) -> dict[int, list[str]]:
+    """Normalise ``{obj_id: [str, ...]}``; a single string is accepted as a one-item list."""
+    if not expressions:
+        return {}
+    out: dict[int, list[str]] = {}
+    for key, texts in expressions.items():
+        try:
+            obj = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"expression keys must be integer object ids, got {key!r}") from None
+        if obj <= 0:
+            raise ValueError(f"expression key {obj}: object ids start at 1 (0 is background)")
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not all(isinstance(text, str) for text in texts):
+            raise ValueError(f"expressions of object {obj} must be strings, got {texts!r}")
+        out[obj] = texts
+    return out
+
+
+@contextlib.contextmanager
+def naming_path(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise low-level OS errors (read-only folder, full disk) with the target path in the message.
+
+    The errno is kept, so the exception keeps its OSError subclass (PermissionError, ...).
+    ``OutputExistsError`` and errors that already name the path pass through unchanged.
+    """
+    try:
+        yield
+    except OutputExistsError:
+        raise
+    except OSError as exc:
+        if str(path) in str(exc):
+            raise
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        code = exc.errno if exc.errno is not None else errno.EIO
+        # Two arguments only: a filename argument would repeat the path at the end of the message.
+        raise OSError(code, f"cannot write {path}: {reason}") from exc
+
+
+def is_dir_target(path: str | os.PathLike) -> bool:
+    """A folder export: a path ending in a separator, or without a file suffix."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or Path(text).suffix == ""

@@ -1,0 +1,89 @@
+"""SAM's two-way-transformer mask decoder, run with a key mask over its tokens.
+
+RefSAM feeds the decoder a variable number of tokens (words of different expressions, an optional
+track token, optional box/point prompts), padded to a common length in a batch. SAM's own forward
+has no padding mask, so padded tokens would leak into every attention. These functions run the
+same SAM modules (same parameters, same state dict) with a boolean key mask; with no padding
+they compute exactly what segment_anything computes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SAM ``Attention`` forward with an optional key mask.
+
+    q (B, Nq, C), k/v (B, Nk, C), key_mask (B, Nk) bool (True = attend) -> (B, Nq, C).
+    """
+    heads = attn.num_heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, heads, c // heads).transpose(1, 2)
+
+    q, k, v = split(attn.q_proj(q)), split(attn.k_proj(k)), split(attn.v_proj(v))
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    b, h, n, c = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+
+def two_way_transformer(transformer: nn.Module, image: torch.Tensor, image_pe: torch.Tensor,
+                        tokens: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM ``TwoWayTransformer`` forward with a token mask.
+
+    image, image_pe (B, C, H, W); tokens (B, N, C); token_mask (B, N) -> tokens (B, N, C), image (B, HW, C).
+    """
+    keys = image.flatten(2).permute(0, 2, 1)
+    key_pe = image_pe.flatten(2).permute(0, 2, 1)
+    queries, query_pe = tokens, tokens
+    for layer in transformer.layers:
+        if layer.skip_first_layer_pe:
+            queries = masked_attention(layer.self_attn, queries, queries, queries, token_mask)
+        else:
+            q = queries + query_pe
+            queries = queries + masked_attention(layer.self_attn, q, q, queries, token_mask)
+        queries = layer.norm1(queries)
+        q, k = queries + query_pe, keys + key_pe
+        queries = layer.norm2(queries + masked_attention(layer.cross_attn_token_to_image, q, k, keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q, k = queries + query_pe, keys + key_pe
+        keys = layer.norm4(keys + masked_attention(layer.cross_attn_image_to_token, k, q, queries, token_mask))
+    q, k = queries + query_pe, keys + key_pe
+    queries = transformer.norm_final_attn(
+        queries + masked_attention(transformer.final_attn_token_to_image, q, k, keys)
+    )
+    return queries, keys
+
+
+def predict_masks(mask_decoder: nn.Module, src: torch.Tensor, image_pe: torch.Tensor,
+                  prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode one mask per item with SAM's ``MaskDecoder`` (multimask off: mask token 0).
+
+    src (B, C, h, w) image features with dense prompts added; image_pe (1 or B, C, h, w);
+    prompt_tokens (B, N, C); prompt_mask (B, N) bool or None.
+    Returns low-res mask logits (B, 1, 4h, 4w), IoU prediction (B, 1), mask token 0 output (B, C).
+    """
+    batch = src.shape[0]
+    output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
+    tokens = torch.cat([output_tokens, prompt_tokens], dim=1)
+    token_mask = None
+    if prompt_mask is not None:
+        always = torch.ones(batch, output_tokens.shape[1], dtype=torch.bool, device=src.device)
+        token_mask = torch.cat([always, prompt_mask], dim=1)
+    pos = image_pe.expand(batch, -1, -1, -1)
+    hs, image = two_way_transformer(mask_decoder.transformer, src, pos, tokens, token_mask)
+    b, c, h, w = src.shape
+    upscaled = mask_decoder.output_upscaling(image.transpose(1, 2).reshape(b, c, h, w))
+    mask_token = hs[:, 1, :]
+    hyper = mask_decoder.output_hypernetworks_mlps[0](mask_token)
+    bu, cu, hu, wu = upscaled.shape
+    logits = (hyper.unsqueeze(1) @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, 1, hu, wu)
+    iou = mask_decoder.iou_prediction_head(hs[:, 0, :])[:, :1]
+    return logits, iou, mask_token

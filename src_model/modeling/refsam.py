@@ -1,0 +1,256 @@
+"""RefSAM: SAM + adapters + Cross-Modal MLP + HDA + track token (REFSAM_SPEC data flow)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import RefSAMConfig
+from ..errors import PromptError
+from ..sam import build_sam
+from .adapter import AdaptedImageEncoder
+from .cross_modal import CrossModalMLP
+from .decoder import predict_masks
+from .hda import HierarchicalDenseAttention
+from .tracking import ImplicitTrackingModule
+
+# Logit given to the inside/outside of a binary mask turned into a mask prompt [ours].
+MASK_PROMPT_LOGIT = 8.0
+TRAINABLE_PARTS = ("adapters", "text_mlp", "hda", "itm", "mask_decoder")
+FROZEN_PARTS = ("image_encoder", "prompt_encoder")
+
+
+@dataclass
+class FrameFeatures:
+    """Text-independent features of frames (what the cache stores).
+
+    embedding: (B, C, h, w) SAM neck output F; hier: (B, C, h, w) F_h;
+    input_size: (h', w') of the resized frame inside the padded square; original_size: (H, W).
+    """
+
+    embedding: torch.Tensor
+    hier: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return self.embedding.shape[0]
+
+    def select(self, rows) -> "FrameFeatures":
+        return FrameFeatures(self.embedding[rows], self.hier[rows], self.input_size, self.original_size)
+
+
+@dataclass
+class TextPrompt:
+    """Projected expression. words: (B, N, C) unit rows; mask: (B, N) bool; sentence: (B, C)."""
+
+    words: torch.Tensor
+    mask: torch.Tensor
+    sentence: torch.Tensor
+
+    def select(self, rows) -> "TextPrompt":
+        return TextPrompt(self.words[rows], self.mask[rows], self.sentence[rows])
+
+
+@dataclass
+class DecodeOutput:
+    """low_res_logits (B, 1, 4h, 4w); iou (B, 1); mask_token m_t (B, C); track τ_t (B, C)."""
+
+    low_res_logits: torch.Tensor
+    iou: torch.Tensor
+    mask_token: torch.Tensor
+    track: torch.Tensor
+
+
+class RefSAM(nn.Module):
+    """Referring video segmentation on top of segment_anything's ``Sam``.
+
+    State dict layout: ``sam.*`` (official SAM keys), ``adapters.*``, ``text_mlp.*``, ``hda.*``,
+    ``itm.*``; the frozen text encoder (``text_encoder.*``) is never saved with the weights.
+    """
+
+    def __init__(self, config: RefSAMConfig, text_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        sam_cfg = config.sam
+        dim = sam_cfg.prompt_embed_dim
+        self.sam = build_sam(sam_cfg)
+        self.adapters = AdaptedImageEncoder(
+            sam_cfg.encoder_embed_dim, config.adapted_blocks, config.hierarchy_blocks,
+            config.adapter_ratio, config.parallel_adapter_scale,
+        )
+        self.text_mlp = CrossModalMLP(config.text_dim, dim)
+        self.hda = HierarchicalDenseAttention(sam_cfg.encoder_embed_dim, dim, len(config.hierarchy_blocks))
+        self.itm = ImplicitTrackingModule(dim, config.itm_mlp_dim, config.itm_num_heads)
+        self.text_encoder = text_encoder
+        # False for plain SAM weights with untrained RefSAM heads: text objects are then refused.
+        self.heads_trained = True
+        self.freeze_base()
+        self.eval()
+
+    # ----------------------------------------------------------------- parameters
+    def part_modules(self) -> dict[str, nn.Module]:
+        """Named components for parameter accounting and per-module learning rates."""
+        parts = {
+            "image_encoder": self.sam.image_encoder, "prompt_encoder": self.sam.prompt_encoder,
+            "mask_decoder": self.sam.mask_decoder, "adapters": self.adapters,
+            "text_mlp": self.text_mlp, "hda": self.hda, "itm": self.itm,
+        }
+        if self.text_encoder is not None:
+            parts["text_encoder"] = self.text_encoder
+        return parts
+
+    def freeze_base(self, train_sam: bool = False) -> None:
+        """Freeze SAM's encoder and prompt encoder (paper default) or train every SAM part."""
+        for name, module in self.part_modules().items():
+            trainable = name in TRAINABLE_PARTS or (train_sam and name in FROZEN_PARTS)
+            module.requires_grad_(trainable)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.pixel_mean.device
+
+    # ----------------------------------------------------------------- images
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size of a frame after resizing its longest side to the encoder size (SAM's rule)."""
+        scale = self.config.sam.image_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def preprocess(self, frames) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """uint8 RGB (B, H, W, 3) or (H, W, 3) -> normalised, padded (B, 3, S, S) on the model device.
+
+        Resizing is PIL bilinear on uint8, exactly as SamPredictor does it.
+        """
+        from PIL import Image
+
+        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB frames (B, H, W, 3), got {frames.dtype} {frames.shape}")
+        height, width = frames.shape[1:3]
+        new_h, new_w = self.resized_size(height, width)
+        if (new_h, new_w) != (height, width):
+            frames = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames])
+        images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
+        images = (images - self.sam.pixel_mean) / self.sam.pixel_std
+        size = self.config.sam.image_size
+        images = F.pad(images, (0, size - new_w, 0, size - new_h))
+        return images, (new_h, new_w), (height, width)
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed (B, 3, S, S) -> F (B, C, h, w), F_h (B, C, h, w)."""
+        neck, hierarchy = self.adapters(self.sam.image_encoder, images)
+        return neck, self.hda.hierarchy_features(hierarchy)
+
+    def encode_frames(self, frames) -> FrameFeatures:
+        """uint8 RGB frames (B, H, W, 3) of one video -> their cacheable features."""
+        images, input_size, original_size = self.preprocess(frames)
+        embedding, hier = self.encode_images(images)
+        return FrameFeatures(embedding, hier, input_size, original_size)
+
+    @torch.no_grad()
+    def image_embedding(self, frames) -> torch.Tensor:
+        """(B, 256, h, w) SAM neck output; equals SamPredictor.get_image_embedding() for fresh adapters."""
+        images, _, _ = self.preprocess(frames)
+        return self.adapters(self.sam.image_encoder, images)[0]
+
+    # ----------------------------------------------------------------- text
+    def project_text(self, words: torch.Tensor, mask: torch.Tensor) -> TextPrompt:
+        """Encoder outputs (B, N, d_text), (B, N) -> projected words W and sentence ŝ."""
+        mask = mask.bool()
+        weights = mask.to(words.dtype).unsqueeze(-1)
+        sentence = (words * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return TextPrompt(self.text_mlp(words), mask, self.text_mlp(sentence))
+
+    def encode_text(self, texts) -> TextPrompt:
+        """Expressions (list of str) -> TextPrompt on the model device."""
+        if self.text_encoder is None:
+            raise PromptError("this model has no text encoder; load it with text_encoder=... to use expressions")
+        if not self.heads_trained:
+            raise PromptError(
+                "text objects need trained RefSAM weights; this model has plain SAM weights with untrained "
+                "RefSAM heads. Load a RefSAM .safetensors file, or use box/point/mask prompts"
+            )
+        feats = self.text_encoder(list(texts) if not isinstance(texts, str) else [texts])
+        return self.project_text(feats.words.to(self.device), feats.mask.to(self.device))
+
+    # ----------------------------------------------------------------- prompts
+    def transform_coords(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """(..., 2) xy pixel coordinates of the frame -> coordinates in the resized input."""
+        new_h, new_w = self.resized_size(*original_size)
+        scale = torch.tensor([new_w / original_size[1], new_h / original_size[0]], device=coords.device)
+        return coords.float() * scale
+
+    def mask_to_prompt(self, masks: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        """Binary frame masks (B, H, W) -> mask-prompt logits (B, 1, 4h, 4w) in SAM's geometry."""
+        size = self.config.sam.image_size
+        low = 4 * self.config.sam.embedding_size
+        m = masks.float().unsqueeze(1).to(self.device)
+        m = F.interpolate(m, input_size, mode="bilinear", align_corners=False)
+        m = F.pad(m, (0, size - input_size[1], 0, size - input_size[0]))
+        m = F.interpolate(m, (low, low), mode="bilinear", align_corners=False)
+        return (m * 2.0 - 1.0) * MASK_PROMPT_LOGIT
+
+    def postprocess(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                    original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits (B, 1, 4h, 4w) -> frame logits (B, H, W) (SAM's postprocess_masks)."""
+        size = self.config.sam.image_size
+        x = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        x = x[..., : input_size[0], : input_size[1]]
+        return F.interpolate(x, original_size, mode="bilinear", align_corners=False)[:, 0]
+
+    # ----------------------------------------------------------------- decoding
+    def decode(self, features: FrameFeatures, text: TextPrompt | None = None, track: torch.Tensor | None = None,
+               mask_prompt: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+               points: tuple[torch.Tensor, torch.Tensor] | None = None,
+               track_valid: torch.Tensor | None = None) -> DecodeOutput:
+        """One decode step for B objects on the same (or B) frames.
+
+        features: embedding/hier with batch 1 (broadcast) or B; text: TextPrompt (B) or None for a
+        prompt-only SAM decode (then src = F, exactly SAM's path); track: τ_{t-1} (B, C) or None;
+        track_valid (B,) bool marks which rows have a τ; mask_prompt (B, 1, 4h, 4w) logits;
+        boxes (B, 4) xyxy and points ((B, K, 2), (B, K)) in resized-input coordinates.
+        """
+        batch = max(
+            len(features), 1 if text is None else text.words.shape[0],
+            *(x.shape[0] for x in (track, mask_prompt, boxes) if x is not None),
+            points[0].shape[0] if points is not None else 1,
+        )
+        pe = self.sam.prompt_encoder
+        sparse, dense = pe(points=points, boxes=boxes, masks=mask_prompt)
+        if sparse.shape[0] != batch:
+            sparse = sparse.expand(batch, -1, -1)
+        dense = dense.expand(batch, -1, -1, -1)
+        embedding = features.embedding.expand(batch, -1, -1, -1)
+        tokens = [sparse]
+        masks = [torch.ones(sparse.shape[:2], dtype=torch.bool, device=sparse.device)]
+        if text is None:
+            src = embedding + dense
+        else:
+            normed = F.normalize(embedding, dim=1)
+            keys = torch.cat([text.words, text.sentence.unsqueeze(1)], dim=1)
+            key_mask = torch.cat([text.mask, torch.ones_like(text.mask[:, :1])], dim=1)
+            dense_text = self.hda(normed, features.hier.expand(batch, -1, -1, -1), keys, key_mask)
+            src = normed + dense_text + dense
+            tokens.insert(0, text.words)
+            masks.insert(0, text.mask)
+        if track is not None:
+            tokens.append(track.unsqueeze(1))
+            valid = torch.ones(batch, dtype=torch.bool, device=track.device) if track_valid is None else track_valid
+            masks.append(valid.view(batch, 1))
+        prompt_tokens = torch.cat(tokens, dim=1)
+        prompt_mask = torch.cat(masks, dim=1)
+        if bool(prompt_mask.all()):
+            prompt_mask = None  # no padding: exactly SAM's computation
+        logits, iou, mask_token = predict_masks(
+            self.sam.mask_decoder, src, pe.get_dense_pe(), prompt_tokens, prompt_mask
+        )
+        if track is not None and track_valid is not None:
+            previous = track * track_valid.view(-1, 1).to(track.dtype)
+        else:
+            previous = track
+        return DecodeOutput(logits, iou, mask_token, self.itm(mask_token, previous))
