@@ -165,9 +165,7 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
         load_state_checked(model, state, source)
     elif sam_checkpoint is not None:
         model.heads_trained = False
-    model = model.to(resolve_device(device)).eval()
-    model.weights_id = weights_signature(model)
-    return model
+    return model.to(resolve_device(device)).eval()
 
 
 def weights_signature(model) -> str:

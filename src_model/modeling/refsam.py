@@ -113,6 +113,13 @@ class RefSAM(nn.Module):
     def device(self) -> torch.device:
         return self.sam.pixel_mean.device
 
+    @property
+    def weights_id(self) -> str:
+        """Signature of the current weights (recomputed each time: weights may be trained in place)."""
+        from ..weights import weights_signature
+
+        return weights_signature(self)
+
     # ----------------------------------------------------------------- images
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """Size of a frame after resizing its longest side to the encoder size (SAM's rule)."""
@@ -180,10 +187,12 @@ class RefSAM(nn.Module):
 
     # ----------------------------------------------------------------- prompts
     def transform_coords(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        """(..., 2) xy pixel coordinates of the frame -> coordinates in the resized input."""
+        """xy pixel coordinates (..., 2) or xyxy boxes (..., 4) of the frame -> resized-input coordinates."""
         new_h, new_w = self.resized_size(*original_size)
         scale = torch.tensor([new_w / original_size[1], new_h / original_size[0]], device=coords.device)
-        return coords.float() * scale
+        if coords.shape[-1] == 4:
+            scale = scale.repeat(2)
+        return coords.float().to(self.device) * scale.to(self.device)
 
     def mask_to_prompt(self, masks: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
         """Binary frame masks (B, H, W) -> mask-prompt logits (B, 1, 4h, 4w) in SAM's geometry."""
