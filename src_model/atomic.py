@@ -27,6 +27,21 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool = False) -> None:
+    """Give a temporary file/folder the permissions a normal open() would have.
+
+    mkstemp/mkdtemp create private (0600/0700) entries and the rename keeps the mode, which would
+    make every export unreadable to other users of a shared lab folder.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def check_target(path: str | os.PathLike, overwrite: bool) -> Path:
     """Resolve ``path`` and refuse an existing target unless ``overwrite``."""
     path = Path(path)
@@ -50,6 +65,7 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True, mode: str = "wb
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        _publish_mode(Path(tmp))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -72,6 +88,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        _publish_mode(tmp_path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -91,6 +108,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, directory=True)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

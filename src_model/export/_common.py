@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -14,6 +15,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..atomic import OutputExistsError
+from ..errors import DatasetFormatError
 
 UINT16_MAX = np.iinfo(np.uint16).max
 
@@ -24,7 +26,9 @@ def check_labels(labels) -> tuple[object, int]:
     labels: (T, H, W) or a single (H, W) frame of non-negative integer (or bool) ids.
     Reads the volume frame by frame to find the largest id and catch negative ids.
     """
-    shape = tuple(getattr(labels, "shape", np.shape(labels)))
+    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)  # lists and the like; arrays, memmaps, dask stay lazy
+    shape = tuple(labels.shape)
     if len(shape) == 2:
         labels = np.asarray(labels)[None]
         shape = (1,) + shape
@@ -32,7 +36,7 @@ def check_labels(labels) -> tuple[object, int]:
         raise ValueError(f"labels must be a (T, H, W) volume of object ids, got shape {shape}")
     if shape[0] == 0 or shape[1] == 0 or shape[2] == 0:
         raise ValueError(f"labels must have at least one frame of at least 1 x 1 pixels, got shape {shape}")
-    dtype = np.dtype(getattr(labels, "dtype", np.asarray(labels[0]).dtype))
+    dtype = np.dtype(labels.dtype)
     if dtype.kind not in "uib":
         raise ValueError(f"labels must hold integer object ids, got dtype {dtype}")
     max_id = 0
@@ -102,3 +106,33 @@ def is_dir_target(path: str | os.PathLike) -> bool:
     """A folder export: a path ending in a separator, or without a file suffix."""
     text = os.fspath(path)
     return text.endswith(("/", os.sep)) or Path(text).suffix == ""
+
+
+def load_json(path: Path, what: str):
+    """Parse a JSON file; malformed JSON becomes a DatasetFormatError with line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"{path}: {what} is not UTF-8 text ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(
+            f"{path}: {what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+def to_label_dtype(data: np.ndarray, source: str) -> np.ndarray:
+    """Check integer ids >= 0 and return them as uint16, or uint32 when an id exceeds 65535."""
+    if data.dtype.kind == "b":
+        return data.astype(np.uint16)
+    if data.dtype.kind not in "ui":
+        raise DatasetFormatError(f"{source}: holds {data.dtype} values; expected integer object ids")
+    if data.size == 0:
+        return data.astype(np.uint16)
+    low, high = int(data.min()), int(data.max())
+    if low < 0:
+        raise DatasetFormatError(f"{source}: holds negative id {low}; object ids must be >= 0")
+    if high > np.iinfo(np.uint32).max:
+        raise DatasetFormatError(f"{source}: holds id {high}, larger than the largest supported id 4294967295")
+    return data.astype(label_dtype(high), copy=False)
