@@ -1,0 +1,528 @@
+"""Per-format frame readers behind :class:`src_model.video.source.VideoSource`.
+
+Every reader has the same small surface, and returns frames *as stored* (dtype and channel count
+untouched, channels last):
+
+    reader.path          Path or None          reader.name     short display name
+    reader.num_frames    T                     reader.frame_shape   (H, W) or (H, W, C)
+    reader.dtype         numpy dtype           reader.read(i) -> ndarray of frame_shape, 0 <= i < T
+    reader.close()                             (folder readers also have reader.files)
+
+Readers are not thread-safe; ``VideoSource`` serialises all calls with one lock. None of them
+loads the whole video: arrays are indexed per frame, TIFFs are memory-mapped or read page by page,
+folders open one image per frame, video files keep one decoder open (see :class:`PyAVReader`).
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from pathlib import Path
+
+import numpy as np
+
+from src_model.errors import VideoReadError
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg")
+GIF_EXTENSIONS = (".gif",)
+TIFF_EXTENSIONS = (".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # frames inside a folder
+SINGLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")              # one file = a 1-frame video
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders "2.png" before "10.png" (digit runs compare as numbers)."""
+    # re.split with a capturing group alternates text, digits, text, ... so equal positions of two
+    # keys always hold the same type and never compare int with str.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+
+
+# ------------------------------------------------------------------------------------ arrays
+
+
+class ArrayReader:
+    """(T, H, W) or (T, H, W, C) numpy / np.memmap / dask / zarr-like array, indexed per frame."""
+
+    def __init__(self, array, name: str = "array"):
+        shape = tuple(array.shape)
+        if any(not isinstance(s, (int, np.integer)) for s in shape) or any(s != s for s in shape):
+            raise VideoReadError(
+                f"{name}: unknown shape {shape} (for dask, call compute_chunk_sizes())")
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(array.dtype)
+        if len(shape) not in (3, 4):
+            raise VideoReadError(f"{name}: expected shape (T, H, W) or (T, H, W, C), got {shape}")
+        if len(shape) == 4 and shape[3] not in (1, 3, 4):
+            raise VideoReadError(
+                f"{name}: expected 1, 3 or 4 channels last in (T, H, W, C), got shape {shape} "
+                f"({shape[3]} channels)")
+        if not (dtype.kind in "buif"):
+            raise VideoReadError(f"{name}: expected a numeric or bool dtype, got {dtype}")
+        self._array = array
+        self.path = None
+        self.name = name
+        self.num_frames = shape[0]
+        self.frame_shape = shape[1:]
+        self.dtype = dtype
+
+    def read(self, i: int) -> np.ndarray:
+        try:
+            frame = self._array[i]
+            if hasattr(frame, "compute"):  # dask (and xarray on dask): compute this frame only
+                frame = frame.compute()
+            return np.asarray(frame)
+        except Exception as exc:
+            raise VideoReadError(f"{self.name}: cannot read frame {i}: {exc}") from exc
+
+    def close(self) -> None:
+        self._array = None
+
+
+class SequenceReader:
+    """A list/tuple of equally shaped (H, W[, C]) frames."""
+
+    def __init__(self, frames, name: str = "array"):
+        if len(frames) == 0:
+            raise VideoReadError(f"{name} has no frames (empty list)")
+        first = np.asarray(frames[0])
+        if first.ndim not in (2, 3):
+            raise VideoReadError(
+                f"{name}: frame 0 has shape {first.shape}, expected (H, W) or (H, W, C)")
+        self._frames = frames
+        self.path = None
+        self.name = name
+        self.num_frames = len(frames)
+        self.frame_shape = first.shape
+        self.dtype = first.dtype
+
+    def read(self, i: int) -> np.ndarray:
+        frame = np.asarray(self._frames[i])
+        if frame.shape != self.frame_shape or frame.dtype != self.dtype:
+            raise VideoReadError(
+                f"{self.name}: frame {i} has shape {frame.shape} {frame.dtype}, expected "
+                f"{self.frame_shape} {self.dtype} like frame 0")
+        return frame
+
+    def close(self) -> None:
+        self._frames = None
+
+
+# ------------------------------------------------------------------------------------ TIFF
+
+
+class TiffReader:
+    """TIFF stack (multi-page, ImageJ hyperstack, OME) read one frame at a time.
+
+    The time axis is the only non-spatial, non-channel axis longer than 1 (T, Z, I, Q, ...); a file
+    without one is a 1-frame video. The channel axis is S (samples, e.g. RGB) or else C. Uncompressed
+    contiguous data is memory-mapped; otherwise only the pages of the requested frame are decoded.
+    """
+
+    def __init__(self, path: Path):
+        import tifffile
+
+        self.path = path
+        self.name = path.stem
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+            raise VideoReadError(f"cannot read TIFF '{path}': {exc}") from exc
+        try:
+            self._setup(tifffile)
+        except Exception as exc:
+            self._tif.close()
+            if isinstance(exc, VideoReadError):
+                raise
+            raise VideoReadError(f"cannot read TIFF '{path}': {exc}") from exc
+
+    def _setup(self, tifffile) -> None:
+        if not self._tif.series:
+            raise VideoReadError(f"TIFF '{self.path}' has no frames (no image series)")
+        series = self._tif.series[0]
+        axes, shape = series.axes.upper(), tuple(series.shape)
+        if "Y" not in axes or "X" not in axes:
+            raise VideoReadError(f"TIFF '{self.path}': axes {axes!r} have no Y and X")
+        channel = "S" if "S" in axes else ("C" if "C" in axes else None)
+        others = [a for a, n in zip(axes, shape) if a not in ("Y", "X", channel) and n > 1]
+        if len(others) > 1:
+            raise VideoReadError(
+                f"TIFF '{self.path}': axes {axes!r} with shape {shape} have several non-spatial "
+                f"axes longer than 1 ({', '.join(others)}); expected one time axis (T, Z or a page axis)")
+        self._axes, self._shape = axes, shape
+        self._time = axes.index(others[0]) if others else None
+        self.num_frames = shape[self._time] if others else 1
+        # Axes of one frame, in stored order, and the order (Y, X[, channel]) to return them in.
+        rest = [a for k, a in enumerate(axes) if k != self._time]
+        self._squeeze = tuple(k for k, a in enumerate(rest) if a not in ("Y", "X", channel))
+        kept = [a for k, a in enumerate(rest) if k not in self._squeeze]
+        self._order = tuple(kept.index(a) for a in ("Y", "X", channel) if a is not None)
+        height, width = shape[axes.index("Y")], shape[axes.index("X")]
+        channels = shape[axes.index(channel)] if channel else 1
+        self.frame_shape = (height, width) if channels == 1 else (height, width, channels)
+        self.dtype = np.dtype(series.dtype)
+        self._series = series
+        self._memmap = None
+        if series.dataoffset is not None:
+            try:  # uncompressed and contiguous: the OS pages in only what a frame touches
+                self._memmap = tifffile.memmap(self.path, series=0, mode="r").reshape(shape)
+            except Exception:
+                self._memmap = None
+        if self._memmap is None:
+            page_shape = tuple(series.keyframe.shape)
+            grid = shape[: len(shape) - len(page_shape)]
+            if shape[len(grid):] != page_shape or int(np.prod(grid)) != len(series.pages):
+                raise VideoReadError(
+                    f"TIFF '{self.path}': cannot map {len(series.pages)} pages of shape {page_shape} "
+                    f"onto series shape {shape} (axes {axes!r})")
+            self._grid = grid
+
+    def read(self, i: int) -> np.ndarray:
+        try:
+            block = self._read_block(i)
+        except VideoReadError:
+            raise
+        except Exception as exc:
+            raise VideoReadError(f"TIFF '{self.path}': cannot read frame {i}: {exc}") from exc
+        if self._squeeze:
+            block = block.reshape([n for k, n in enumerate(block.shape) if k not in self._squeeze])
+        block = np.transpose(block, self._order).reshape(self.frame_shape)
+        if not block.dtype.isnative:  # big-endian files: hand out native-order frames
+            block = block.astype(block.dtype.newbyteorder("="))
+        return block
+
+    def _read_block(self, i: int) -> np.ndarray:
+        """Frame ``i`` with all other axes still in stored order (time axis removed)."""
+        index = [slice(None)] * len(self._shape)
+        if self._time is not None:
+            index[self._time] = i
+        if self._memmap is not None:
+            return np.asarray(self._memmap[tuple(index)])
+        grid = self._grid
+        pages = np.arange(int(np.prod(grid))).reshape(grid)[tuple(index[: len(grid)])]
+        page_shape = self._shape[len(grid):]
+        out = np.empty(pages.shape + page_shape, self.dtype)
+        flat = out.reshape((-1,) + page_shape)
+        for k, page in enumerate(pages.ravel()):
+            flat[k] = self._series.pages[int(page)].asarray()
+        if self._time is not None and self._time >= len(grid):  # time inside a page (rare)
+            return out[(Ellipsis,) + tuple(index[len(grid):])]
+        return out
+
+    def close(self) -> None:
+        self._memmap = None
+        self._tif.close()
+
+
+# ------------------------------------------------------------------------------------ images (PIL)
+
+# PIL mode -> the mode frames are handed out in. Palette and exotic colour modes become RGB; a
+# grey+alpha image becomes grey (alpha is dropped for display and for the model alike).
+_PIL_MODES = {"1": "1", "L": "L", "P": "RGB", "PA": "RGB", "LA": "L", "RGB": "RGB", "RGBA": "RGBA",
+              "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
+              "I": "I", "F": "F", "I;16": "I;16", "I;16L": "I;16", "I;16B": "I;16", "I;16N": "I;16"}
+_PIL_8BIT = {"1", "L", "RGB", "RGBA"}
+
+
+def _pil_to_array(image, mode: str) -> np.ndarray:
+    if image.mode != mode and not (mode == "I;16" and image.mode.startswith("I;16")):
+        image = image.convert(mode)
+    array = np.asarray(image)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+class ImageFolderReader:
+    """A folder of .jpg/.jpeg/.png/.tif frames (natural order), or a single image file.
+
+    Sizes and modes come from the file headers at open (PIL does not decode on ``open``), so
+    mixed sizes are reported before any frame is used.
+    """
+
+    def __init__(self, path: Path, files: list[Path] | None = None):
+        from PIL import Image
+
+        self.path = path
+        self.name = path.name if path.is_dir() else path.stem
+        if files is None:
+            files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS
+                            and not f.name.startswith(".") and f.is_file()),
+                           key=lambda f: natural_key(f.name))
+        if not files:
+            raise VideoReadError(
+                f"folder '{path}' has no frames (no {', '.join(IMAGE_EXTENSIONS)} files)")
+        self.files = files
+        size, modes = None, []
+        for f in files:
+            try:
+                with Image.open(f) as image:
+                    this_size, mode = image.size, image.mode
+            except Exception as exc:
+                raise VideoReadError(f"cannot read frame {len(modes)} '{f}': {exc}") from exc
+            if size is None:
+                size = this_size
+            elif this_size != size:
+                raise VideoReadError(
+                    f"frame {len(modes)} '{f.name}' in '{path}' is {this_size[0]}x{this_size[1]} "
+                    f"(width x height), expected {size[0]}x{size[1]} like '{files[0].name}'")
+            if mode not in _PIL_MODES:
+                raise VideoReadError(f"frame {len(modes)} '{f}': unsupported image mode {mode!r}")
+            modes.append(_PIL_MODES[mode])
+        distinct = set(modes)
+        if len(distinct) == 1:
+            self._mode = modes[0]
+        elif distinct <= _PIL_8BIT:  # mixed 8-bit grey/colour frames: hand all out as RGB
+            self._mode = "RGB"
+        else:
+            k = next(k for k, m in enumerate(modes) if m != modes[0])
+            raise VideoReadError(
+                f"frame {k} '{files[k].name}' in '{path}' has image mode {modes[k]!r}, expected "
+                f"{modes[0]!r} like '{files[0].name}'")
+        self.num_frames = len(files)
+        self._size = size
+        with Image.open(files[0]) as image:
+            probe = _pil_to_array(image.crop((0, 0, 1, 1)), self._mode)
+        self.dtype = probe.dtype
+        self.frame_shape = (size[1], size[0]) + probe.shape[2:]
+
+    def read(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        f = self.files[i]
+        try:
+            with Image.open(f) as image:
+                if image.size != self._size:  # the file changed since the folder was opened
+                    raise VideoReadError(
+                        f"frame {i} '{f}' is {image.size[0]}x{image.size[1]}, expected "
+                        f"{self._size[0]}x{self._size[1]}")
+                return _pil_to_array(image, self._mode)
+        except VideoReadError:
+            raise
+        except Exception as exc:
+            raise VideoReadError(f"cannot read frame {i} '{f}': {exc}") from exc
+
+    def close(self) -> None:
+        pass
+
+
+class GifReader:
+    """Animated GIF via PIL; frames are composited by PIL (disposal, transparency) and made RGB."""
+
+    def __init__(self, path: Path):
+        from PIL import Image
+
+        self.path = path
+        self.name = path.stem
+        try:
+            self._image = Image.open(path)
+            self.num_frames = int(getattr(self._image, "n_frames", 1))
+        except Exception as exc:
+            raise VideoReadError(f"cannot read GIF '{path}': {exc}") from exc
+        width, height = self._image.size
+        self.frame_shape = (height, width, 3)
+        self.dtype = np.dtype(np.uint8)
+
+    def read(self, i: int) -> np.ndarray:
+        try:
+            self._image.seek(i)  # PIL rewinds by itself when seeking backwards
+            frame = np.asarray(self._image.convert("RGB"))
+        except Exception as exc:
+            raise VideoReadError(f"GIF '{self.path}': cannot read frame {i}: {exc}") from exc
+        if frame.shape != self.frame_shape:
+            raise VideoReadError(
+                f"GIF '{self.path}': frame {i} has shape {frame.shape}, expected {self.frame_shape}")
+        return frame
+
+    def close(self) -> None:
+        self._image.close()
+
+
+# ------------------------------------------------------------------------------------ video files
+
+
+class PyAVReader:
+    """A video file decoded with PyAV, with cheap sequential and exact random access.
+
+    At open, the packets are demuxed once without decoding (fast: no pixel work) to get the true
+    frame count (``stream.frames`` is 0 for mkv/webm and can be wrong) and the sorted presentation
+    timestamps, so frame index <-> pts is exact. One decoder stays open: a request at or shortly
+    after the current position decodes forward; a backward jump, or a jump past a later keyframe,
+    seeks to the keyframe at or before the target and decodes forward to the target's pts.
+    A packet the decoder rejects is skipped, so one corrupt frame does not hide the ones after it.
+    """
+
+    def __init__(self, path: Path):
+        import av
+
+        self._av = av
+        self.path = path
+        self.name = path.stem
+        try:
+            self._container = av.open(str(path), mode="r")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoReadError(f"cannot open video '{path}': {exc}") from exc
+        try:
+            self._setup()
+        except Exception:
+            self._container.close()
+            raise
+
+    def _setup(self) -> None:
+        av = self._av
+        if not self._container.streams.video:
+            raise VideoReadError(f"video '{self.path}' has no video stream")
+        stream = self._stream = self._container.streams.video[0]
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        if not self.width or not self.height:
+            raise VideoReadError(
+                f"video '{self.path}': frame size unknown ({self.width}x{self.height})")
+        stamps, keys = [], []
+        try:
+            for packet in self._container.demux(stream):
+                if packet.size == 0:  # the empty flush packet at the end carries no frame
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                stamps.append(stamp)
+                if packet.is_keyframe:
+                    keys.append(stamp)
+        except av.error.FFmpegError:
+            pass  # truncated/corrupt past this point: the frames demuxed so far are what exists
+        if not stamps:
+            raise VideoReadError(f"video '{self.path}' has no frames")
+        self.num_frames = len(stamps)
+        self.frame_shape = (self.height, self.width, 3)
+        self.dtype = np.dtype(np.uint8)
+        # Exact mode needs a unique pts per frame; otherwise frames are counted from the start.
+        self._exact = None not in stamps and len(set(stamps)) == len(stamps)
+        if self._exact:
+            self._pts = sorted(stamps)
+            self._index_of = {p: k for k, p in enumerate(self._pts)}
+            self._keys = sorted(self._index_of[p] for p in keys) or [0]
+        self._frames = None  # decoded-frame iterator, positioned at self._next
+        self._next = None    # index of the next frame the iterator yields (None: unknown)
+        self._matched = False  # a decoded frame's pts has matched a packet's pts
+
+    # -- decoding
+    def _decode(self):
+        """Frames from the current container position on; skips packets the decoder rejects."""
+        av, stream = self._av, self._stream
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                packet = None  # demuxing broke (truncated file): flush what the decoder holds
+            try:
+                frames = stream.decode(packet)
+            except av.error.FFmpegError:
+                continue
+            yield from frames
+            if packet is None:
+                return
+
+    def _seek(self, index: int) -> None:
+        """Position the decoder at the keyframe at or before frame ``index``."""
+        if self._exact:
+            key = self._keys[max(0, bisect.bisect_right(self._keys, index) - 1)]
+            offset = self._pts[min(key, index)]
+        else:
+            offset = None
+        try:
+            if offset is None:
+                self._container.seek(0)
+            else:
+                self._container.seek(offset, stream=self._stream, backward=True, any_frame=False)
+        except self._av.error.FFmpegError:
+            self._container.close()  # not seekable: start over from a fresh open
+            self._container = self._av.open(str(self.path), mode="r")
+            self._stream = self._container.streams.video[0]
+        self._frames = self._decode()
+        self._next = None if self._exact else 0
+
+    def read(self, i: int) -> np.ndarray:
+        if not self._exact:
+            return self._read_counting(i)
+        # Seek on a backward jump, an unknown position, or when a keyframe lies between the current
+        # position and the target (decoding from it is shorter than decoding everything between).
+        nearest_key = self._keys[max(0, bisect.bisect_right(self._keys, i) - 1)]
+        if self._next is None or i < self._next or nearest_key > self._next:
+            self._seek(i)
+        restarted = False
+        while True:
+            previous = None if self._next is None else self._next - 1  # last frame decoded
+            for frame in self._frames:
+                index = self._index_of.get(frame.pts)
+                if index is None:
+                    if self._matched:  # one odd frame (e.g. concealed corruption): skip it
+                        continue
+                    # The decoder's timestamps never match the packets': count frames instead.
+                    self._exact, self._next = False, None
+                    return self._read_counting(i)
+                self._matched = True
+                self._next = index + 1
+                if index == i:
+                    return self._to_rgb(frame)
+                if index > i:
+                    if previous is None and not restarted:
+                        break  # the seek landed past the target: retry from the very start
+                    self._next = None
+                    raise VideoReadError(
+                        f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded "
+                        f"(corrupt or missing; the decoder went from {_frame(previous)} to frame {index})")
+                previous = index
+            else:
+                self._next = None
+                raise VideoReadError(
+                    f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded: the data "
+                    f"ends or is corrupt after {_frame(previous)} (truncated or damaged file)")
+            restarted = True
+            self._container.seek(self._pts[0], stream=self._stream, backward=True, any_frame=False)
+            self._frames, self._next = self._decode(), None
+
+    def _read_counting(self, i: int) -> np.ndarray:
+        if self._next is None or i < self._next:
+            self._exact = False
+            self._seek(0)
+        for frame in self._frames:
+            self._next += 1
+            if self._next - 1 == i:
+                return self._to_rgb(frame)
+        last = self._next - 1
+        self._next = None
+        raise VideoReadError(
+            f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded: the data ends "
+            f"or is corrupt after {_frame(last)} (truncated or damaged file)")
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
+        return frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+
+    def close(self) -> None:
+        self._frames = None
+        self._container.close()
+
+
+def _frame(index) -> str:
+    return "the seek point (no frame decoded)" if index is None or index < 0 else f"frame {index}"
+
+
+def reader_for_path(path: Path):
+    """The reader for a file or folder, chosen by extension; VideoReadError when unsupported."""
+    if not path.exists():
+        raise VideoReadError(f"'{path}' does not exist (file or folder not found)")
+    if path.is_dir():
+        return ImageFolderReader(path)
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"'{path}' is empty (0 bytes): it has no frames")
+    if suffix in VIDEO_EXTENSIONS:
+        return PyAVReader(path)
+    if suffix in GIF_EXTENSIONS:
+        return GifReader(path)
+    if suffix in TIFF_EXTENSIONS:
+        return TiffReader(path)
+    if suffix in SINGLE_IMAGE_EXTENSIONS:
+        return ImageFolderReader(path, files=[path])
+    supported = VIDEO_EXTENSIONS + GIF_EXTENSIONS + TIFF_EXTENSIONS + SINGLE_IMAGE_EXTENSIONS
+    raise VideoReadError(
+        f"'{path}': unsupported file type {suffix or '(no extension)'!r}; supported: "
+        f"{', '.join(supported)}, or a folder of {', '.join(IMAGE_EXTENSIONS)} frames")
