@@ -51,8 +51,10 @@ def save_refsam(model, path: str | os.PathLike, parts=REFSAM_PARTS, extra: dict 
     from safetensors.torch import save_file
 
     path = Path(path)
+    # The native config: a model running at a lower input size (set_image_size) saves its own geometry.
+    native = getattr(model, "native_config", model.config)
     config = {
-        "format_version": FORMAT_VERSION, "preset": model.config.preset, "config": model.config.to_dict(),
+        "format_version": FORMAT_VERSION, "preset": native.preset, "config": native.to_dict(),
         "text_encoder": getattr(model.text_encoder, "name", None), "text_dim": model.config.text_dim,
         "parts": list(parts), **(extra or {}),
     }
@@ -115,13 +117,17 @@ def build_text_encoder(name):
 
 def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | None = None,
                 sam_checkpoint: str | os.PathLike | None = None, text_encoder=None,
-                device: str | torch.device | None = "auto", text_dim: int | None = None):
+                device: str | torch.device | None = "auto", text_dim: int | None = None,
+                fast: bool = True, image_size: int | None = None):
     """Build a RefSAM model (DESIGN.md "Public API").
 
     weights: "default" (the bundled model), a path to RefSAM .safetensors, or None for a fresh model
     of ``preset`` (random weights, or plain SAM + untrained heads when ``sam_checkpoint`` is given).
     text_encoder: a name/folder, an already built TextEncoder, False for none, or None for the
     weights' own encoder (MiniLM for fresh models).
+    fast: SDPA attention in the image encoder (same results; ``model.enable_fast_attention``).
+    image_size: run the encoder at this input size instead of the native one (e.g. 512 for ViT-B
+    on CPU; a speed/quality trade-off, ``model.set_image_size``).
     """
     from .modeling.refsam import RefSAM
 
@@ -165,7 +171,11 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
         load_state_checked(model, state, source)
     elif sam_checkpoint is not None:
         model.heads_trained = False
-    return model.to(resolve_device(device)).eval()
+    model = model.to(resolve_device(device)).eval()
+    model.enable_fast_attention(fast)
+    if image_size is not None:
+        model.set_image_size(image_size)
+    return model
 
 
 def weights_signature(model) -> str:

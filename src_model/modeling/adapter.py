@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .resolution import resize_pos_embed
+
 
 class Adapter(nn.Module):
     """Bottleneck adapter E -> E*ratio -> E with GELU; the last layer starts at zero.
@@ -72,7 +74,8 @@ class AdaptedImageEncoder(nn.Module):
         -> neck (B, C, S/p, S/p), hierarchy [(B, S/p, S/p, E)] x 3."""
         x = enc.patch_embed(images)
         if enc.pos_embed is not None:
-            x = x + enc.pos_embed
+            # Resized only when the model runs at another input size (modeling/resolution.py).
+            x = x + resize_pos_embed(enc.pos_embed, x.shape[1:3])
         hierarchy = []
         for index, block in enumerate(enc.blocks):
             key = str(index)

@@ -1,6 +1,8 @@
 """RefSAM: SAM + adapters + Cross-Modal MLP + HDA + track token (REFSAM_SPEC data flow)."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -8,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import accel
 from ..config import RefSAMConfig
 from ..errors import PromptError
 from ..sam import build_sam
 from .adapter import AdaptedImageEncoder
 from .cross_modal import CrossModalMLP
 from .decoder import predict_masks
+from .fast_attention import enable_fast_attention, fast_attention_enabled
 from .hda import HierarchicalDenseAttention
+from .resolution import check_image_size, set_sam_geometry
 from .tracking import ImplicitTrackingModule
 
 # Logit given to the inside/outside of a binary mask turned into a mask prompt [ours].
@@ -88,6 +93,11 @@ class RefSAM(nn.Module):
         self.text_encoder = text_encoder
         # False for plain SAM weights with untrained RefSAM heads: text objects are then refused.
         self.heads_trained = True
+        # Runtime speed options (issue 7); none of them is saved with the weights.
+        self.native_config = config  # what save_refsam writes; config differs after set_image_size
+        self.encoder_dtype: torch.dtype | None = None  # bf16 autocast of the image encoder
+        self.device_preprocess = False  # resize on the model device instead of PIL
+        self._compiled_encoder: accel.CompiledOrEager | None = None
         self.freeze_base()
         self.eval()
 
@@ -120,6 +130,98 @@ class RefSAM(nn.Module):
 
         return weights_signature(self)
 
+    # ----------------------------------------------------------------- speed options (issue 7)
+    def enable_fast_attention(self, enabled: bool = True) -> "RefSAM":
+        """SDPA attention with the rel-pos bias in every encoder block (same results, less time
+        and memory; modeling/fast_attention.py). State dict unchanged."""
+        enable_fast_attention(self.sam.image_encoder, enabled)
+        return self
+
+    @property
+    def fast_attention(self) -> bool:
+        return fast_attention_enabled(self.sam.image_encoder)
+
+    def enable_bf16(self, enabled: bool | str = "auto") -> bool:
+        """Run the image encoder under bf16 autocast; outputs are returned in fp32.
+
+        "auto": on where bf16 is a speed-up (Ampere+ CUDA; CPUs with AVX512-BF16/AMX). True
+        forces it on any device (slow where bf16 is emulated). Returns whether it is now on.
+        """
+        if enabled == "auto":
+            enabled = accel.bf16_supported(self.device)
+        self.encoder_dtype = torch.bfloat16 if enabled else None
+        return bool(enabled)
+
+    def enable_device_preprocess(self, enabled: bool = True) -> "RefSAM":
+        """Resize frames on the model device (torch bilinear + antialias) instead of PIL.
+
+        Only uint8 frames cross the bus. Not bit-identical with SamPredictor's PIL path (pixels
+        differ by about one grey level), so it is off by default.
+        """
+        self.device_preprocess = bool(enabled)
+        return self
+
+    def compile_encoder(self, mode: str | None = None, dynamic: bool | None = None,
+                        warmup_batch: int | None = 1) -> bool:
+        """``torch.compile`` the image encoder (adapters included); optional and safe.
+
+        mode: torch.compile's mode (None, "max-autotune-no-cudagraphs", ...); dynamic: as in
+        torch.compile (None: a second batch size recompiles once with a dynamic batch). With
+        ``warmup_batch`` a batch of that size is compiled now (pass the encoding batch size;
+        minutes on CPU). If compiling fails (now or on a later call) a warning is issued and
+        the eager encoder is used. Returns whether the compiled encoder is in use.
+        Call after set_image_size / enable_bf16 (a change only recompiles, but costs that time).
+        """
+        size = self.config.sam.image_size
+        example = None
+        if warmup_batch:
+            example = (torch.zeros(warmup_batch, 3, size, size, device=self.device),)
+        with accel.autocast(self.device, self.encoder_dtype):
+            self._compiled_encoder = accel.compile_function(self._run_encoder, mode, dynamic, example)
+        return self._compiled_encoder.active
+
+    def set_image_size(self, image_size: int | None = None) -> "RefSAM":
+        """Run the encoder at another input size (e.g. 512 or 768 for ViT-B on CPU); None = native.
+
+        A speed/quality trade-off (modeling/resolution.py): fewer tokens, a coarser embedding and
+        mask grid. Weights are untouched; ``config`` follows the size, and with it ``weights_id``
+        (the feature-cache key, which hashes the config); ``native_config`` is what gets saved.
+        """
+        native = self.native_config
+        size = native.sam.image_size if image_size is None else check_image_size(image_size, native.sam.patch_size)
+        set_sam_geometry(self.sam, size, native.sam.patch_size)
+        if size == native.sam.image_size:
+            self.config = native
+        else:
+            self.config = dataclasses.replace(native, sam=dataclasses.replace(native.sam, image_size=size))
+        return self
+
+    @contextlib.contextmanager
+    def reference_path(self):
+        """Temporarily run exactly the reference computation (segment_anything's attention, fp32,
+        eager, PIL preprocessing, native input size); every speed option is restored after."""
+        saved = (self.fast_attention, self.encoder_dtype, self._compiled_encoder, self.device_preprocess,
+                 self.config.sam.image_size)
+        self.enable_fast_attention(False)
+        self.encoder_dtype, self._compiled_encoder, self.device_preprocess = None, None, False
+        self.set_image_size(None)
+        try:
+            yield self
+        finally:
+            self.enable_fast_attention(saved[0])
+            self.encoder_dtype, self._compiled_encoder, self.device_preprocess = saved[1:4]
+            self.set_image_size(saved[4])
+
+    def speed_options(self) -> dict:
+        """The runtime options in use (for benchmarks and logs)."""
+        return {
+            "fast_attention": self.fast_attention,
+            "bf16": self.encoder_dtype is not None,
+            "compiled": self._compiled_encoder is not None and self._compiled_encoder.active,
+            "image_size": self.config.sam.image_size,
+            "device_preprocess": self.device_preprocess,
+        }
+
     # ----------------------------------------------------------------- images
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """Size of a frame after resizing its longest side to the encoder size (SAM's rule)."""
@@ -140,6 +242,11 @@ class RefSAM(nn.Module):
             raise ValueError(f"expected uint8 RGB frames (B, H, W, 3), got {frames.dtype} {frames.shape}")
         height, width = frames.shape[1:3]
         new_h, new_w = self.resized_size(height, width)
+        if self.device_preprocess:
+            images = accel.preprocess_on_device(
+                frames, (new_h, new_w), self.config.sam.image_size, self.sam.pixel_mean, self.sam.pixel_std
+            )
+            return images, (new_h, new_w), (height, width)
         if (new_h, new_w) != (height, width):
             frames = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames])
         images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
@@ -148,9 +255,22 @@ class RefSAM(nn.Module):
         images = F.pad(images, (0, size - new_w, 0, size - new_h))
         return images, (new_h, new_w), (height, width)
 
+    def _run_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.adapters(self.sam.image_encoder, images)
+
+    def run_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Preprocessed (B, 3, S, S) -> neck (B, C, h, w), hierarchy [(B, h, w, E)] x 3, through
+        the compiled encoder and bf16 autocast when enabled (outputs then cast back to fp32)."""
+        run = self._compiled_encoder or self._run_encoder
+        if self.encoder_dtype is None:
+            return run(images)
+        with accel.autocast(images.device, self.encoder_dtype):
+            neck, hierarchy = run(images)
+        return neck.float(), [h.float() for h in hierarchy]
+
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed (B, 3, S, S) -> F (B, C, h, w), F_h (B, C, h, w)."""
-        neck, hierarchy = self.adapters(self.sam.image_encoder, images)
+        neck, hierarchy = self.run_encoder(images)
         return neck, self.hda.hierarchy_features(hierarchy)
 
     def encode_frames(self, frames) -> FrameFeatures:
@@ -163,7 +283,7 @@ class RefSAM(nn.Module):
     def image_embedding(self, frames) -> torch.Tensor:
         """(B, 256, h, w) SAM neck output; equals SamPredictor.get_image_embedding() for fresh adapters."""
         images, _, _ = self.preprocess(frames)
-        return self.adapters(self.sam.image_encoder, images)[0]
+        return self.run_encoder(images)[0]
 
     # ----------------------------------------------------------------- text
     def project_text(self, words: torch.Tensor, mask: torch.Tensor) -> TextPrompt:

@@ -1,0 +1,135 @@
+"""Job bodies: what each widget action asks of the engine, run in the worker thread.
+
+Each is a generator driven by ``_workers.run_job``; it talks only to ``src_model`` (model,
+VideoSession) and reports through the items it yields:
+
+    ("session", session)      a session was created or restored (the widget adopts it)
+    ("object", obj_id)        an object was added
+    ("frame", t, labels)      propagation wrote frame t
+    ("status", text)          a long step began
+    ("warning", text)         something non-fatal failed (e.g. the autosave)
+
+Keeping them free of Qt means the CLI-equivalent logic is visible in one place and the plugin
+stays a thin shell around VideoSession.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._workers import propagate_frames
+
+
+def load_model(kwargs: dict):
+    """Build the model with ``load_refsam(**kwargs)`` (seconds to minutes: weights, text encoder)."""
+    from src_model.weights import load_refsam
+
+    what = kwargs.get("weights") or f"SAM {kwargs.get('preset')}"
+    yield ("status", f"Loading model {what}…")
+    return load_refsam(**kwargs)
+
+
+def _ensure_session(session, model, video):
+    if session is not None:
+        return session
+    from src_model.video.session import VideoSession
+
+    yield ("status", "Opening video…")
+    session = VideoSession(model, video)
+    yield ("session", session)
+    return session
+
+
+def autosave(session, path):
+    """Save the session atomically (the engine writes a temporary file and renames it)."""
+    if path is None:
+        return
+    yield ("status", "Autosaving…")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        session.save(path)
+    except Exception as exc:  # noqa: BLE001 - the work itself succeeded; only the backup failed
+        yield ("warning", f"RefSAM autosave to {path} failed: {exc}")
+
+
+def segment(session, model, video, text: str, token, save_to=None, **propagate_kwargs):
+    """Add a text object and propagate it over the whole video. Returns its id."""
+    session = yield from _ensure_session(session, model, video)
+    obj = session.add_object(text=text)
+    yield ("object", obj)
+    yield ("status", f"Segmenting “{text}”…")
+    try:
+        yield from propagate_frames(session, token, obj_ids=[obj], **propagate_kwargs)
+    finally:
+        yield from autosave(session, save_to)
+    return obj
+
+
+def add_prompts(session, model, video, frame: int, prompts, token, direction: str, save_to=None):
+    """Add one object per prompt on ``frame`` (box / points) and propagate them. Returns the ids."""
+    session = yield from _ensure_session(session, model, video)
+    ids = []
+    for prompt in prompts:
+        kwargs = {"frame": frame}
+        if prompt.box is not None:
+            kwargs["box"] = tuple(prompt.box)
+        if prompt.points:
+            kwargs["points"] = [tuple(p) for p in prompt.points]
+            kwargs["labels"] = list(prompt.labels)
+        obj = session.add_object(**kwargs)
+        ids.append(obj)
+        yield ("object", obj)
+    yield ("status", f"Propagating {len(ids)} prompt object(s)…")
+    try:
+        yield from propagate_frames(session, token, start=frame, direction=direction, obj_ids=ids)
+    finally:
+        yield from autosave(session, save_to)
+    return ids
+
+
+def correct(session, edits, token, direction: str, propagate: bool, save_to=None):
+    """Lock user-painted frames as keyframes, then (optionally) re-propagate from each.
+
+    edits: [(t, {obj_id: (H, W) bool mask})] for the objects whose pixels changed on frame t;
+    an id the session does not know becomes a new mask-prompt object (its new id is reported).
+    """
+    for t, masks in edits:
+        for obj, mask in masks.items():
+            if obj in session.objects:
+                session.set_mask(obj, t, mask)
+            else:
+                new = session.add_object(frame=t, mask=mask)
+                yield ("object", new)
+        yield ("frame", t, np.array(session.labels[t]))
+    try:
+        if propagate:
+            for t, _ in edits:
+                yield ("status", f"Re-propagating from frame {t}…")
+                yield from propagate_frames(session, token, start=t, direction=direction)
+    finally:
+        yield from autosave(session, save_to)
+
+
+def repropagate(session, frame: int, token, direction: str, save_to=None):
+    """Re-propagate every object from ``frame`` (up to the neighbouring keyframes)."""
+    yield ("status", f"Re-propagating from frame {frame}…")
+    try:
+        yield from propagate_frames(session, token, start=frame, direction=direction)
+    finally:
+        yield from autosave(session, save_to)
+
+
+def restore(model, path, video):
+    """``VideoSession.load`` of an autosave, on the video the widget shows."""
+    from src_model.video.session import VideoSession
+
+    yield ("status", f"Restoring session from {path}…")
+    session = VideoSession.load(model, path, video=video)
+    yield ("session", session)
+    return session
+
+
+def save(session, path):
+    """A job that only saves (after Undo / Remove, which run on the GUI thread)."""
+    yield from autosave(session, path)

@@ -1,0 +1,213 @@
+"""The GUI-thread half of the widget: running jobs, and mirroring the session in a Labels layer.
+
+``SessionView`` is mixed into ``RefSAMWidget``. It expects the widget to provide ``viewer``,
+``session``, ``video_layer``, ``labels_layer``, the ``objects`` table, ``status``, ``progress``
+and ``frame_label`` widgets, ``_set_busy(bool)`` and ``apply_corrections(frames)``.
+
+The Labels layer holds its own copy of the session's labels. The engine writes its copy in the
+worker thread while the user may paint on the layer's copy, and the difference between the two
+is exactly what a paint stroke changed, which is how corrections are detected (see
+``_corrections``). After every job the frames it touched are copied back from the session.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QTimer
+
+from ._corrections import painted_frames
+from ._objects import keyframe_note
+from ._reader import EXPRESSIONS_KEY, NAME_KEY
+from ._workers import CancelToken, JobResult, LiveLabels, run_job
+
+LABELS_NAME = "RefSAM labels"
+log = logging.getLogger(__name__)
+
+
+def describe_error(action: str, exc: BaseException) -> str:
+    """A one-line message for the notification: ours name the problem, OOM gets advice."""
+    from src_model.errors import RefSAMError
+
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return (f"Out of memory while {action}. Try device 'cpu', a smaller model, or a shorter video; "
+                "everything done so far is kept.")
+    if isinstance(exc, (RefSAMError, OSError, ValueError)):
+        return f"RefSAM: error while {action}: {text}"
+    log.error("RefSAM: unexpected error while %s", action, exc_info=exc)
+    return f"RefSAM: unexpected error while {action}: {type(exc).__name__}: {text}"
+
+
+class SessionView:
+    refresh_interval = 0.1  # s between Labels refreshes while frames stream in
+
+    def _init_session_view(self) -> None:
+        self.session = None
+        self.labels_layer = None
+        self._worker = self._token = self._live = None
+        self._pending_paint: set[int] = set()  # painted frames not yet turned into corrections
+        self._keyframes: dict = {}             # snapshot for the frame display (read on the GUI thread)
+
+    # ---------------------------------------------------------------------------------- jobs
+    @property
+    def is_busy(self) -> bool:
+        """A job runs, or a paint stroke waits to become a correction."""
+        return self._worker is not None or bool(self._pending_paint)
+
+    def _refuse_if_busy(self) -> bool:
+        if self._worker is not None:
+            show_warning("RefSAM is busy; wait for the current run or press Cancel.")
+        return self._worker is not None
+
+    def _start(self, action: str, make_body, on_done=None) -> bool:
+        """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker."""
+        if self._refuse_if_busy():
+            return False
+        token, result = CancelToken(), JobResult()
+        token.session = self.session
+        self._token = token
+        self._live = LiveLabels(self.labels_layer, self._current_frame, self.refresh_interval,
+                                skip=self._pending_paint)
+        total = self.video_layer.data.shape[0] if self.video_layer is not None else 0
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(0)
+        worker = run_job(make_body(token), result, token)
+        worker.yielded.connect(self._on_yield)
+        worker.finished.connect(lambda: self._finish_if_alive(action, result, on_done))
+        self._worker = worker
+        self._set_busy(True)
+        self.status.setText(f"{action[0].upper()}{action[1:]}…")
+        worker.start()
+        return True
+
+    def _on_yield(self, item) -> None:
+        kind = item[0]
+        if kind == "frame":
+            self._live.put(item[1], item[2])
+            self.progress.setValue(min(self.progress.maximum(), self.progress.value() + 1))
+        elif kind == "session":
+            self._adopt_session(item[1])
+            self._token.session = item[1]
+            self._live.layer = self.labels_layer
+        elif kind == "status":
+            self.status.setText(item[1])
+        elif kind == "warning":
+            show_warning(item[1])
+
+    def _finish_if_alive(self, action: str, result: JobResult, on_done) -> None:
+        try:
+            self._finish(action, result, on_done)
+        except RuntimeError as exc:  # the viewer (and this widget) closed while the job ran
+            if "has been deleted" not in str(exc):
+                raise
+
+    def _finish(self, action: str, result: JobResult, on_done) -> None:
+        self._worker = self._token = None
+        self._live.flush()
+        self._live.close()
+        self._live = None
+        if self.session is not None and self.labels_layer is not None:
+            self._sync(sorted(result.frames - self._pending_paint))
+        if result.error is not None:
+            show_error(describe_error(action, result.error))
+        elif on_done is not None and not result.cancelled:
+            on_done(result)
+        self.progress.setValue(self.progress.maximum() if not result.cancelled else self.progress.value())
+        self.status.setText("Cancelled; frames done so far are kept." if result.cancelled else
+                            ("Failed; nothing was lost." if result.error is not None else "Done."))
+        self._set_busy(self._worker is not None)  # on_done may have started the next job
+        self._update_objects()
+        self._apply_pending_paint()
+
+    # --------------------------------------------------------------------------- paint strokes
+    def _on_paint(self, event) -> None:
+        if self.session is None or self.labels_layer is None:
+            return
+        frames = painted_frames(event.value, self.labels_layer.data.shape[0]) or {self._current_frame()}
+        # napari emits ``paint`` before it writes the pixels, so the stroke is read on the next turn
+        # of the event loop. A running job must not overwrite these frames until then.
+        self._pending_paint |= frames
+        if self._live is not None:
+            self._live.skip |= frames
+        if self._worker is not None:
+            self.status.setText(f"Correction on frame(s) {sorted(frames)} noted; applied after this run.")
+            return
+        QTimer.singleShot(0, self._apply_pending_paint)
+
+    def _apply_pending_paint(self) -> None:
+        if self._worker is None and self._pending_paint:
+            frames, self._pending_paint = self._pending_paint, set()
+            self.apply_corrections(frames)
+
+    # ------------------------------------------------------------------------ labels <-> session
+    def _ensure_labels_layer(self, shape) -> None:
+        """Create the Labels layer before a session exists, on the GUI thread.
+
+        Creating the first Labels layer of a napari process is slow (seconds: pandas import,
+        vispy visuals); doing it when the user clicks rather than when the first frame arrives keeps
+        that cost out of the propagation, during which the event loop must stay free.
+        """
+        layer = self.labels_layer
+        if layer is not None and layer in self.viewer.layers and layer.data.shape == tuple(shape):
+            return
+        video = self.video_layer
+        layer = self.viewer.add_labels(np.zeros(shape, np.uint16), name=LABELS_NAME, scale=video.scale,
+                                       translate=video.translate)
+        layer.events.paint.connect(self._on_paint)
+        self.labels_layer = layer
+
+    def _adopt_session(self, session) -> None:
+        self.session = session
+        self._ensure_labels_layer(session.labels.shape)
+        layer = self.labels_layer
+        if layer.data.dtype != session.labels.dtype:
+            layer.data = np.array(session.labels)  # ids past 65535 (uint32)
+        else:
+            for t in range(len(session.labels)):  # the layer's own copy (see the module docstring)
+                layer.data[t] = session.labels[t]
+            layer.refresh()
+        self.viewer.layers.selection.active = layer
+        self._update_objects()
+
+    def _sync(self, frames) -> None:
+        for t in frames:
+            self.labels_layer.data[t] = self.session.labels[t]
+        if len(frames):
+            self.labels_layer.refresh()
+
+    def _sync_all(self) -> None:
+        if self.labels_layer is None:
+            return
+        data, labels = self.labels_layer.data, self.session.labels
+        self._sync([t for t in range(len(labels)) if not np.array_equal(data[t], labels[t])])
+        self._update_objects()
+
+    def _update_objects(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._keyframes = {int(k): list(v) for k, v in session.keyframes.items()}
+        color_of = self.labels_layer.get_color if self.labels_layer is not None else None
+        self.objects.update_objects(session.objects, self._keyframes, color_of)
+        if self.labels_layer is not None:
+            texts = {int(k): [info["text"]] for k, info in session.objects.items() if info.get("text")}
+            self.labels_layer.metadata[EXPRESSIONS_KEY] = texts
+            self.labels_layer.metadata[NAME_KEY] = (self.video_layer.metadata.get(NAME_KEY)
+                                                    or self.video_layer.name)
+        self._update_frame_label()
+
+    def _current_frame(self) -> int:
+        return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim else 0
+
+    def _update_frame_label(self, *_) -> None:
+        frame = self._current_frame()
+        text = keyframe_note(frame, self._keyframes) if self.session is not None else ""
+        self.frame_label.setText(text)
+        # On the canvas only on keyframes: that is when it says something the dims slider does not.
+        on_keyframe = any(frame in frames for frames in self._keyframes.values())
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.9; text_overlay before that
+        overlay = canvas.overlays.text if canvas is not None else self.viewer.text_overlay
+        overlay.text = text if on_keyframe else ""
+        overlay.visible = on_keyframe and self.session is not None

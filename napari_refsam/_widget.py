@@ -1,0 +1,365 @@
+"""The "RefSAM" dock widget: type an expression, watch the labels fill in, correct, re-propagate.
+
+The widget is a shell around ``src_model.video.session.VideoSession``: each action becomes a job
+(``_jobs``) run in a napari thread worker (``_workers``); the GUI thread only copies yielded frames
+into the Labels layer, applies results and shows messages (``_session_view``). This module holds
+the controls and the public actions, which scripts and tests call directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+    QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from . import _jobs
+from ._autosave import autosave_path, existing_autosave, set_aside
+from ._corrections import changed_objects
+from ._model_panel import ModelPanel
+from ._objects import ObjectTable
+from ._prompts import collect_prompts, consume
+from ._reader import NAME_KEY, SOURCE_KEY
+from ._session_view import LABELS_NAME, SessionView, describe_error
+
+__all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
+DIRECTIONS = ("both", "forward", "backward")
+
+
+class RefSAMWidget(SessionView, QWidget):
+    # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
+    auto_restore: bool | None = None
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.model = None
+        self.video_layer = None    # the Image layer the session segments
+        self._init_session_view()  # session, labels_layer, job state
+        self._pending_restore = None
+        self._offered: set = set()  # autosaves already offered (asked once per file)
+        self._build_ui()
+        layers = self.viewer.layers.events
+        layers.inserted.connect(self._on_layer_inserted)
+        layers.removed.connect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.connect(self._update_frame_label)
+        self._refresh_layer_choices()
+        # Deferred, so whoever created the widget can still set ``auto_restore`` first.
+        QTimer.singleShot(0, lambda: self._offer_restore(self.selected_layer()))
+
+    # ------------------------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        self.layer_combo = QComboBox()
+        self.layer_combo.currentIndexChanged.connect(self._on_video_changed)
+        self.model_panel = ModelPanel()
+        self.model_panel.load_requested.connect(self.load_model)
+
+        self.expression = QLineEdit()
+        self.expression.setPlaceholderText("describe the object, e.g. “the red ball”")
+        self.expression.returnPressed.connect(lambda: self.segment())
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.clicked.connect(lambda: self.segment())
+        self.direction = QComboBox()
+        self.direction.addItems(DIRECTIONS)
+        self.prompts_button = QPushButton("Add from prompts")
+        self.prompts_button.setToolTip("One object per rectangle (Shapes layer) / set of clicks (Points layer) "
+                                       "on this frame")
+        self.prompts_button.clicked.connect(lambda: self.add_from_prompts())
+        self.repropagate_button = QPushButton("Re-propagate from this frame")
+        self.repropagate_button.clicked.connect(lambda: self.repropagate())
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.clicked.connect(lambda: self.undo())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.remove_button = QPushButton("Remove object")
+        self.remove_button.clicked.connect(lambda: self.remove_object())
+        self.auto_repropagate = QCheckBox("Re-propagate after each paint stroke")
+
+        objects = QGroupBox("Objects")
+        grid = QGridLayout(objects)
+        grid.addWidget(self.expression, 0, 0, 1, 2)
+        grid.addWidget(self.segment_button, 0, 2)
+        grid.addWidget(QLabel("Direction"), 1, 0)
+        grid.addWidget(self.direction, 1, 1)
+        grid.addWidget(self.prompts_button, 1, 2)
+        grid.addWidget(self.repropagate_button, 2, 0, 1, 2)
+        grid.addWidget(self.remove_button, 2, 2)
+        grid.addWidget(self.undo_button, 3, 0)
+        grid.addWidget(self.cancel_button, 3, 1)
+        grid.addWidget(self.auto_repropagate, 4, 0, 1, 3)
+        self.objects = ObjectTable()
+        grid.addWidget(self.objects, 5, 0, 1, 3)
+        self.frame_label = QLabel("")
+        grid.addWidget(self.frame_label, 6, 0, 1, 3)
+
+        self.autosave_edit = QLineEdit()
+        self.autosave_edit.setPlaceholderText("next to the video")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._choose_autosave_dir)
+        autosave_row = QHBoxLayout()
+        autosave_row.addWidget(self.autosave_edit)
+        autosave_row.addWidget(browse)
+
+        self.progress = QProgressBar()
+        self.status = QLabel("Load a model, pick a video, type an expression.")
+        self.status.setWordWrap(True)
+        top = QFormLayout()
+        top.addRow("Video", self.layer_combo)
+        top.addRow("Autosave to", autosave_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.model_panel)
+        layout.addWidget(objects)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        for button in (self.segment_button, self.prompts_button, self.repropagate_button, self.undo_button,
+                       self.remove_button, self.model_panel.load_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _choose_autosave_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Autosave sessions to")
+        if folder:
+            self.autosave_edit.setText(folder)
+
+    # ------------------------------------------------------------------------- video layers
+    def selected_layer(self):
+        return self.layer_combo.currentData()
+
+    def _refresh_layer_choices(self) -> None:
+        from napari.layers import Image
+
+        current = self.selected_layer()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        for layer in self.viewer.layers:
+            if isinstance(layer, Image):
+                self.layer_combo.addItem(layer.name, layer)
+        index = self.layer_combo.findData(current) if current is not None else -1
+        self.layer_combo.setCurrentIndex(index if index >= 0 else self.layer_combo.count() - 1)
+        self.layer_combo.blockSignals(False)
+        if self.selected_layer() is not current:
+            self._on_video_changed()
+
+    def _on_layer_inserted(self, event) -> None:
+        from napari.layers import Image
+
+        self._refresh_layer_choices()
+        if isinstance(event.value, Image) and self.session is None:
+            self.layer_combo.setCurrentIndex(self.layer_combo.findData(event.value))
+            self._offer_restore(event.value)
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.labels_layer:
+            self.labels_layer = None  # recreated from the session on the next run
+        self._refresh_layer_choices()
+
+    def _on_video_changed(self, *_) -> None:
+        if self.session is not None and self.selected_layer() is not self.video_layer and self._worker is None:
+            self._detach_session()
+        self._offer_restore(self.selected_layer())
+
+    def _detach_session(self) -> None:
+        # The session is already autosaved (after every change); its labels layer stays in the viewer.
+        if self.labels_layer is not None:
+            self.labels_layer.events.paint.disconnect(self._on_paint)
+        self.session = self.labels_layer = None
+        self._keyframes = {}
+        self.objects.update_objects({}, {})
+        self._update_frame_label()
+
+    def _video_of(self, layer):
+        """What VideoSession opens: the file the reader read, else the layer's (T, H, W[, C]) array."""
+        source = layer.metadata.get(SOURCE_KEY)
+        if source:
+            return source
+        data = layer.data[0] if layer.multiscale else layer.data
+        if data.ndim == (3 if layer.rgb else 2):  # a single image: a one-frame video
+            data = data[None]
+        return data
+
+    def autosave_file(self, layer=None):
+        layer = layer if layer is not None else (self.video_layer or self.selected_layer())
+        if layer is None:
+            return None
+        meta = layer.metadata
+        return autosave_path(meta.get(SOURCE_KEY), meta.get(NAME_KEY) or layer.name,
+                             self.autosave_edit.text().strip() or None)
+
+    # ----------------------------------------------------------------------------- restore
+    def _offer_restore(self, layer) -> None:
+        path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
+        if path is None or path in self._offered or self.session is not None:
+            return
+        self._offered.add(path)
+        accept = self.auto_restore
+        if accept is None:
+            reply = QMessageBox.question(self, "RefSAM", f"A saved RefSAM session exists for “{layer.name}”:\n"
+                                         f"{path}\n\nRestore it?")
+            accept = reply == QMessageBox.StandardButton.Yes
+        if not accept:
+            kept = set_aside(path)
+            show_info(f"RefSAM: the earlier session was kept as {kept}")
+            return
+        self.layer_combo.setCurrentIndex(self.layer_combo.findData(layer))
+        self.restore_session(path)
+
+    def restore_session(self, path) -> bool:
+        """Restore an autosaved session onto the selected video (after the model is loaded)."""
+        layer = self.selected_layer()
+        if layer is None:
+            show_warning("RefSAM: open the video of this session first.")
+            return False
+        if self.model is None:
+            self._pending_restore = path
+            self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
+            return False
+        self._pending_restore = None
+        if self.session is not None and layer is not self.video_layer:
+            self._detach_session()
+        self._use_video(layer)
+        model, video = self.model, self._video_of(layer)
+        return self._start("restoring the session", lambda token: _jobs.restore(model, path, video))
+
+    # ------------------------------------------------------------------------------- model
+    def set_model(self, model) -> None:
+        """Use an already built model (scripts, tests); a running session moves over to it."""
+        if self.session is not None and self.model is not model:
+            self._detach_session()  # its autosave is restored below with the new model
+            self._offered.clear()
+        self.model = model
+        device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
+        self.status.setText(f"Model ready: {model.config.preset} on {device}.")
+        if self._pending_restore is not None:
+            self.restore_session(self._pending_restore)
+        elif self.session is None:
+            self._offer_restore(self.selected_layer())
+
+    def load_model(self) -> bool:
+        try:
+            kwargs = self.model_panel.load_kwargs()
+        except ValueError as exc:
+            show_warning(f"RefSAM: {exc}")
+            return False
+        return self._start("loading the model", lambda token: _jobs.load_model(kwargs),
+                           on_done=lambda result: self.set_model(result.value))
+
+    # ----------------------------------------------------------------------------- actions
+    def _ready(self) -> bool:
+        layer = self.selected_layer()
+        if self.model is None:
+            show_warning("RefSAM: load a model first (Model → Load model).")
+            return False
+        if layer is None:
+            show_warning("RefSAM: open a video first (File → Open, or the sample data).")
+            return False
+        if self.session is not None and layer is not self.video_layer:
+            self._detach_session()
+        self._use_video(layer)
+        return True
+
+    def _use_video(self, layer) -> None:
+        self.video_layer = layer
+        if self.session is None:
+            data = layer.data[0] if layer.multiscale else layer.data
+            shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
+            shape = (1, *shape) if len(shape) == 2 else shape
+            if len(shape) == 3:  # anything else: VideoSession names the problem
+                self._ensure_labels_layer(shape)
+
+    def segment(self, text: str | None = None) -> bool:
+        """Add an object for ``text`` (default: the expression field) and propagate it."""
+        text = (self.expression.text() if text is None else text).strip()
+        if not text:
+            show_warning("RefSAM: type an expression to segment, e.g. “the red ball”.")
+            return False
+        if not self._ready():
+            return False
+        session, model, video, save_to = self.session, self.model, self._video_of(self.video_layer), \
+            self.autosave_file()
+        direction = self.direction.currentText()
+        kwargs = {} if direction == "both" else {"direction": direction}
+        return self._start("segmenting", lambda token: _jobs.segment(
+            session, model, video, text, token, save_to, **kwargs))
+
+    def add_from_prompts(self) -> bool:
+        """Objects from the rectangles / clicks on the current frame, propagated over the video."""
+        if not self._ready():
+            return False
+        frame = self._current_frame()
+        prompts = collect_prompts(self.viewer.layers, self.video_layer, frame)
+        if not prompts:
+            show_warning(f"RefSAM: no rectangles (Shapes layer) or clicks (Points layer) on frame {frame}.")
+            return False
+        session, model, video, save_to = self.session, self.model, self._video_of(self.video_layer), \
+            self.autosave_file()
+        direction = self.direction.currentText()
+        return self._start("adding prompt objects", lambda token: _jobs.add_prompts(
+            session, model, video, frame, prompts, token, direction, save_to),
+            on_done=lambda result: consume(prompts))
+
+    def repropagate(self, frame: int | None = None) -> bool:
+        if self.session is None:
+            show_warning("RefSAM: nothing to re-propagate yet; segment an object first.")
+            return False
+        frame = self._current_frame() if frame is None else int(frame)
+        session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
+        return self._start("re-propagating", lambda token: _jobs.repropagate(
+            session, frame, token, direction, save_to))
+
+    def undo(self) -> bool:
+        """Revert the session's last propagation or correction (the engine keeps the history)."""
+        if self.session is None or self._refuse_if_busy():
+            return False
+        try:
+            self.session.undo()
+        except Exception as exc:  # noqa: BLE001 - e.g. nothing left to undo
+            show_warning(describe_error("undoing", exc))
+            return False
+        self._sync_all()
+        session, save_to = self.session, self.autosave_file()
+        return self._start("autosaving", lambda token: _jobs.save(session, save_to))
+
+    def remove_object(self, obj: int | None = None) -> bool:
+        obj = self.objects.selected_object() if obj is None else obj
+        if self.session is None or obj is None or self._refuse_if_busy():
+            return False
+        try:
+            self.session.remove_object(obj)
+        except Exception as exc:  # noqa: BLE001
+            show_warning(describe_error(f"removing object {obj}", exc))
+            return False
+        self._sync_all()
+        session, save_to = self.session, self.autosave_file()
+        return self._start("autosaving", lambda token: _jobs.save(session, save_to))
+
+    def cancel(self) -> None:
+        """Stop the running job between two frames (each frame stays wholly old or wholly new)."""
+        if self._token is not None:
+            self._token.cancel()
+            self.status.setText("Cancelling…")
+
+    # -------------------------------------------------------------------------- corrections
+    def apply_corrections(self, frames) -> bool:
+        """Make painted frames keyframes of the objects whose pixels changed there."""
+        if self.session is None or self.labels_layer is None:
+            return False
+        edits = []
+        for t in sorted(frames):
+            new = np.array(self.labels_layer.data[t])
+            ids = changed_objects(new, self.session.labels[t])
+            if ids:
+                edits.append((t, {obj: new == obj for obj in ids}))
+        if not edits:
+            return False
+        session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
+        auto = self.auto_repropagate.isChecked()
+        return self._start("applying the correction", lambda token: _jobs.correct(
+            session, edits, token, direction, auto, save_to))

@@ -1,0 +1,130 @@
+"""Background work for the widget: one napari ``thread_worker`` generator runs every job.
+
+A job body is a generator that runs in the worker thread and touches only the engine (model,
+VideoSession), never Qt or napari. It yields ``("frame", t, labels_frame)`` as propagation goes
+and ``("status", text)`` for long steps; its return value ends up in ``JobResult.value``. Errors
+are caught in the thread and handed back in ``JobResult.error``, so the widget shows them as
+notifications instead of napari's traceback dialog, and the worker always finishes normally.
+
+``LiveLabels`` puts yielded frames into the Labels layer on the GUI thread with throttled
+refreshes, which keeps the event loop free while dozens of frames a second arrive.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
+
+
+@dataclass
+class JobResult:
+    value: object = None
+    error: BaseException | None = None
+    cancelled: bool = False
+    frames: set = field(default_factory=set)  # frames yielded (whose labels may have changed)
+
+
+class CancelToken:
+    """Set from the GUI thread; job bodies check it between frames and between steps."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.session = None  # the session whose propagation to stop, once the job made one
+
+    def cancel(self) -> None:
+        self._event.set()
+        session = self.session
+        if session is not None:
+            session.cancel()  # the engine stops between two frames, leaving each wholly old or new
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@thread_worker
+def run_job(body, result: JobResult, token: CancelToken):
+    """Drive ``body`` (a generator) in a worker thread; return ``result`` filled in, never raise."""
+    from src_model.errors import CancelledError
+
+    try:
+        gen = body
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                result.value = stop.value
+                break
+            if item[0] == "frame":
+                result.frames.add(int(item[1]))
+            yield item
+    except CancelledError:
+        result.cancelled = True
+    except Exception as exc:  # noqa: BLE001 - shown to the user by the widget
+        result.error = exc
+    if token.cancelled:
+        result.cancelled = True
+    return result
+
+
+def propagate_frames(session, token: CancelToken, **kwargs):
+    """Run ``session.propagate(**kwargs)`` to its end, yielding each frame as ("frame", t, labels).
+
+    Cancelling goes through ``session.cancel()`` (see CancelToken), so the engine decides where to
+    stop and keeps its labels consistent; we never abandon its generator half-way.
+    """
+    token.session = session
+    if token.cancelled:
+        return
+    run = session.propagate(**kwargs)
+    if token.cancelled:  # propagate() resets the engine's flag: a Cancel just now must survive that
+        session.cancel()
+    for t, labels_frame in run:
+        yield ("frame", int(t), labels_frame)
+
+
+class LiveLabels:
+    """Copies yielded frames into a Labels layer; refreshes the view at most every ``interval`` s.
+
+    A refresh re-slices and re-uploads the displayed frame, so it is needed only when the shown
+    frame changed; other frames are read from the array when the user moves the slider.
+    """
+
+    def __init__(self, layer, current_frame, interval: float = 0.1, skip=()):
+        self.layer = layer
+        self._current = current_frame  # callable -> displayed frame index
+        self.interval = interval
+        self.skip = set(skip)           # frames the user is editing: never overwrite them
+        self._last = 0.0
+        self._dirty = False
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.flush)
+
+    def put(self, t: int, labels_frame) -> None:
+        if t in self.skip or self.layer is None:
+            return
+        self.layer.data[t] = labels_frame
+        if t == self._current():
+            self._dirty = True
+        elapsed = time.monotonic() - self._last
+        if self._dirty:
+            if elapsed >= self.interval:
+                self.flush()
+            elif not self._timer.isActive():
+                # Trailing refresh, so the last frame of a burst is shown too.
+                self._timer.start(int((self.interval - elapsed) * 1000) + 1)
+
+    def flush(self) -> None:
+        self._timer.stop()
+        if self._dirty and self.layer is not None:
+            self.layer.refresh()
+        self._dirty = False
+        self._last = time.monotonic()
+
+    def close(self) -> None:
+        self._timer.stop()
+        self._timer.timeout.disconnect(self.flush)

@@ -1,0 +1,117 @@
+"""``refsam segment``: label objects through a whole video from expressions (and boxes), headless."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "segment the objects described by --text (or --box) through a video and export the labels"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("video", help="video file (mp4/avi/mov/mkv/webm/gif), TIFF stack or folder of frames")
+    parser.add_argument("--text", action="append", default=[], metavar="T",
+                        help="referring expression; repeat for more objects (object i = label i, in order)")
+    parser.add_argument("--box", action="append", default=[], nargs=5, metavar=("FRAME", "X0", "Y0", "X1", "Y1"),
+                        help="a SAM box prompt on FRAME (pixels); repeat for more objects (labels after the texts)")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="labels file: .tif/.tiff (stack), .json (COCO), or a folder/ (palette PNGs)")
+    parser.add_argument("--dataset", metavar="DIR",
+                        help="also add the video, labels and expressions to a Ref-YouTube-VOS style dataset")
+    parser.add_argument("--model", default="default",
+                        help="'default' (bundled), a RefSAM .safetensors path, or 'none' (untrained heads)")
+    parser.add_argument("--preset", default=None, help="model preset for --model none (vit_b, vit_l, vit_h, tiny)")
+    parser.add_argument("--sam-checkpoint", default=None, metavar="P", help="official SAM .pth checkpoint")
+    parser.add_argument("--text-encoder", default=None, metavar="NAME", help="text encoder name or folder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--cache-dir", default=None, metavar="D", help="on-disk feature cache (resumable)")
+    parser.add_argument("--batch-size", type=int, default=None, help="frames per encoder call")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _check_arguments(args) -> list[tuple[int, list[float]]]:
+    from ..atomic import OutputExistsError
+    from ..export import format_for_path
+
+    if not args.text and not args.box:
+        raise ValueError("nothing to segment: give at least one --text expression or --box")
+    for text in args.text:
+        if not text.strip():
+            raise ValueError("--text is empty; give an expression such as --text 'the red circle'")
+    if args.output is None and args.dataset is None:
+        raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
+    if args.output is not None:
+        format_for_path(args.output)  # unsupported endings fail before any work
+        if Path(args.output).exists() and not args.overwrite:
+            raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    boxes = []
+    for box in args.box:
+        try:
+            frame, coords = int(box[0]), [float(v) for v in box[1:]]
+        except ValueError:
+            raise ValueError(f"--box takes FRAME X0 Y0 X1 Y1 as numbers, got {' '.join(box)}") from None
+        boxes.append((frame, coords))
+    if not Path(args.video).exists():
+        raise FileNotFoundError(f"video {args.video} does not exist")
+    return boxes
+
+
+def _load_model(args):
+    from transformers.utils import logging as hf_logging
+
+    from ..weights import load_refsam
+
+    hf_logging.disable_progress_bar()  # stderr keeps one progress bar (ours) and one-line errors
+    weights = None if str(args.model).lower() == "none" else args.model
+    return load_refsam(weights, preset=args.preset, sam_checkpoint=args.sam_checkpoint,
+                       text_encoder=args.text_encoder, device=args.device)
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..atomic import OutputExistsError
+    from ..errors import RefSAMError
+    from ..export import write_labels
+    from ..video.objects import check_box, check_frame
+    from ..video.session import VideoSession
+    from ..video.source import open_video
+
+    boxes = _check_arguments(args)
+    written = []
+    with open_video(args.video) as source:
+        for frame, box in boxes:  # checked against the video before the model loads
+            check_frame(frame, source.num_frames, "--box frame")
+            check_box(box, source.height, source.width)
+        if args.dataset is not None and not args.overwrite and (Path(args.dataset) / "JPEGImages" / source.name).exists():
+            raise OutputExistsError(f"{args.dataset} already holds a video named {source.name!r}; "
+                                    "pass --overwrite to replace it")
+        try:
+            model = _load_model(args)
+            with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:
+                for text in args.text:
+                    session.add_object(text=text)
+                for frame, box in boxes:
+                    session.add_object(frame=frame, box=box)
+                with tqdm(total=session.planned_frames(), unit="frame", file=sys.stderr, disable=args.quiet or None,
+                          desc=f"segment {source.name}") as bar:
+                    for _ in session.propagate():
+                        bar.update(1)
+                expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
+                if args.output is not None:
+                    written.append(write_labels(args.output, session.labels, expressions,
+                                                overwrite=args.overwrite, video_name=source.name))
+                if args.dataset is not None:
+                    from ..data.ytvos import write_video
+
+                    written.append(write_video(args.dataset, source.name, source, session.labels, expressions,
+                                               overwrite=args.overwrite))
+        except (RuntimeError, torch.OutOfMemoryError) as exc:  # anything torch raises from deep inside
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RefSAMError(f"the model failed while segmenting {args.video}: {first}") from exc
+    for path in written:
+        print(path)
+    return 0

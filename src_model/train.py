@@ -1,0 +1,387 @@
+"""Training RefSAM on referring-video clips (REFSAM_SPEC "Training" + "Extension for correction").
+
+One optimiser step = ``accum`` micro-batches of ``batch_size`` clips of ``num_frames`` frames.
+Per clip the frames are decoded online with the track token carried (not detached) from frame
+to frame, so gradients flow through the clip; each frame's full-resolution logits get dice +
+sigmoid focal loss (1:1). Prompt dropout: with probability ``prompt_dropout`` a frame t > 0
+also gets the previous frame's ground-truth mask, perturbed, as a mask prompt (what propagation
+after a user correction feeds the decoder), and with probability ``keyframe_prob`` frame 0 gets
+its own ground-truth mask (the keyframe re-initialisation of the track token).
+
+Runs on one CPU/GPU or under ``torchrun`` (gradients all-reduced by hand, which copes with
+parameters unused in a step; a DistributedSampler shards the data; only rank 0 writes).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .train_clip import TextCache, clip_forward
+
+# Paper learning rates for a pretrained (frozen) SAM; the decoder barely moves (1e-4 breaks it).
+PRETRAINED_LRS = {"adapters": 1e-4, "text_mlp": 1e-4, "hda": 1e-4, "itm": 1e-4, "mask_decoder": 1e-6}
+# [ours] Without pretrained SAM every part starts random, so every part (encoder, prompt encoder
+# and decoder included) gets one higher rate; 3e-4 with warm-up is stable for the tiny preset.
+SCRATCH_LR = 3e-4
+LR_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "adapters", "text_mlp", "hda", "itm")
+CSV_FIELDS = ("step", "loss", "dice", "focal", "iou", "lr", "time")
+
+
+@dataclass
+class TrainOptions:
+    """Everything a run needs (the ``refsam train`` flags). ``data="synthetic"`` streams clips."""
+
+    data: str = "synthetic"
+    split: str | None = None
+    out: str = "runs/refsam"
+    preset: str = "tiny"
+    weights: str | None = None
+    sam_checkpoint: str | None = None
+    text_encoder: str | None = None
+    from_scratch: bool = False
+    steps: int = 1000
+    max_minutes: float | None = None
+    batch_size: int = 2
+    accum: int = 1
+    num_frames: int = 3
+    size: int | None = None
+    image_size: int | None = None
+    synthetic_size: int = 128
+    synthetic_frames: int = 8
+    lr: float | None = None
+    lrs: dict = field(default_factory=dict)
+    weight_decay: float = 0.01
+    warmup: int = 0
+    schedule: str = "constant"
+    clip_grad: float = 1.0
+    prompt_dropout: float = 0.5
+    keyframe_prob: float = 0.15
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    log_every: int = 10
+    save_every: int = 200
+    export: str | None = None
+    export_fp16: bool = False
+    resume: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- set-up
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def learning_rates(opts: TrainOptions, train_sam: bool) -> dict[str, float]:
+    """Per-part LRs: explicit ``opts.lrs`` over the defaults of the mode (pretrained / scratch)."""
+    base = {p: SCRATCH_LR for p in LR_PARTS} if train_sam else dict(PRETRAINED_LRS)
+    if opts.lr is not None:
+        base = {p: float(opts.lr) for p in base}
+    for part, lr in opts.lrs.items():
+        if part not in LR_PARTS:
+            raise ValueError(f"unknown part {part!r} for a learning rate; expected one of {LR_PARTS}")
+        if lr is not None:
+            base[part] = float(lr)
+    return base
+
+
+def build_optimizer(model, lrs: dict[str, float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with one parameter group per trainable part (its name kept for logging)."""
+    groups = []
+    for name, module in model.part_modules().items():
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params and name in lrs:
+            groups.append({"params": params, "lr": lrs[name], "base_lr": lrs[name], "name": name})
+    if not groups:
+        raise ValueError("nothing to train: every part of the model is frozen")
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def progress(step: int, seconds: float, opts: TrainOptions) -> float:
+    """Fraction of the run done: by steps, or by wall time when ``max_minutes`` ends it sooner.
+
+    A time budget makes a CPU run on a shared machine finish its schedule on time whatever the
+    load (at the cost of bit-exact reproducibility of the step count).
+    """
+    done = step / max(1, opts.steps)
+    if opts.max_minutes:
+        done = max(done, seconds / (60.0 * opts.max_minutes))
+    return min(1.0, done)
+
+
+def lr_factor(step: int, done: float, opts: TrainOptions) -> float:
+    """Linear warm-up over ``opts.warmup`` steps, then constant (the paper) or cosine decay to 1%."""
+    if opts.warmup and step < opts.warmup:
+        return (step + 1) / opts.warmup
+    if opts.schedule == "cosine":
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * done))
+    return 1.0
+
+
+def build_dataset(opts: TrainOptions):
+    if opts.data == "synthetic":
+        from .data.synthetic_stream import SyntheticClipDataset
+
+        return SyntheticClipDataset(num_frames=opts.num_frames, clip_frames=opts.synthetic_frames,
+                                    size=opts.synthetic_size, seed=opts.seed)
+    from .data.loader import RefClipDataset
+
+    if not Path(opts.data).is_dir():
+        raise FileNotFoundError(f"--data {opts.data}: no such folder (or use --data synthetic)")
+    dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed)
+    if len(dataset) == 0:
+        raise ValueError(f"--data {opts.data}: no expressions with object ids to train on")
+    return dataset
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _model_state(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, generator: torch.Generator, opts,
+                    seconds: float = 0.0) -> None:
+    from .atomic import atomic_path
+
+    state = {
+        "model": _model_state(model), "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
+        # Data items are a function of (seed, epoch, index), so the torch states are all there is.
+        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
+        "options": {k: v for k, v in asdict(opts).items() if k != "lrs"}, "lrs": dict(opts.lrs),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -> tuple[int, float]:
+    """Restore model, optimiser and random state; returns (step, seconds trained so far)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    generator.set_state(state["rng"]["generator"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
+
+
+def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int) -> None:
+    """Write the trained model as RefSAM safetensors (every part when SAM itself was trained)."""
+    from .weights import ALL_PARTS, REFSAM_PARTS, save_refsam
+
+    model.heads_trained = True
+    parts = ALL_PARTS if train_sam else REFSAM_PARTS
+    if fp16:
+        # Save a half copy; the model being trained stays in fp32.
+        import copy
+
+        half = copy.deepcopy(model).half()
+        model = half
+    save_refsam(model, path, parts=parts, extra={"trained_steps": step, "trained_from_scratch": train_sam})
+
+
+def _resized_model(model, opts: TrainOptions, device: torch.device):
+    """A fresh model of the preset with another native encoder input size (saved in its config).
+
+    [ours] For clips smaller than the preset's input (the 128-px synthetic clips vs tiny's 256),
+    training at the clips' own size costs ~4x less and loses no information; the weights file
+    records the size, so every user of the model runs it at that size.
+    """
+    import dataclasses
+
+    from .modeling.refsam import RefSAM
+    from .modeling.resolution import check_image_size
+
+    if opts.weights or opts.sam_checkpoint:
+        raise ValueError("--image-size changes a fresh model's input size; it cannot be combined with "
+                         "--weights or --sam-checkpoint (their position embeddings are fixed)")
+    size = check_image_size(opts.image_size, model.config.sam.patch_size)
+    config = dataclasses.replace(model.config, sam=dataclasses.replace(model.config.sam, image_size=size))
+    resized = RefSAM(config, model.text_encoder)
+    if getattr(model, "fast_attention", False):
+        resized.enable_fast_attention()  # same results, less time (as load_refsam's fresh model)
+    return resized.to(device)
+
+
+# ----------------------------------------------------------------------------- loop
+def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks in one flat buffer; a missing gradient counts as zeros."""
+    import torch.distributed as dist
+
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset: offset + n].view_as(p).clone()
+        offset += n
+
+
+def _batches(dataset, sampler, per_step: int, start: int):
+    """Infinite stream of index lists of ``per_step`` items for this rank, starting after ``start`` items."""
+    per_epoch = len(sampler) - len(sampler) % per_step
+    if per_epoch == 0:
+        raise ValueError(f"the dataset has {len(dataset)} items, fewer than one step needs ({per_step} per rank)")
+    epoch, offset = divmod(start, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        order = list(sampler)[:per_epoch]
+        for i in range(offset, per_epoch, per_step):
+            yield order[i: i + per_step]
+        epoch, offset = epoch + 1, 0
+
+
+def train(opts: TrainOptions, model=None) -> dict:
+    """Run training; returns {"step", "loss_first", "loss_last", "out", "seconds", "model"}.
+
+    model: an already built RefSAM to train in place (its text encoder is used); default: built
+    from ``opts`` (preset / weights / SAM checkpoint / text encoder).
+    """
+    from torch.utils.data import DistributedSampler
+
+    from .data.loader import collate
+    from .weights import load_refsam, resolve_device
+
+    device = resolve_device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    rank, world = setup_distributed(device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    random.seed(opts.seed)
+    if model is None:
+        model = load_refsam(opts.weights, preset=None if opts.weights else opts.preset,
+                            sam_checkpoint=opts.sam_checkpoint, text_encoder=opts.text_encoder, device=device)
+        if opts.image_size and opts.image_size != model.config.sam.image_size:
+            model = _resized_model(model, opts, device)
+    model = model.to(device)
+    if model.text_encoder is None:
+        raise ValueError("training needs a text encoder (--text-encoder NAME)")
+    train_sam = bool(opts.from_scratch)
+    model.freeze_base(train_sam=train_sam)
+    model.train()
+    lrs = learning_rates(opts, train_sam)
+    optimizer = build_optimizer(model, lrs, opts.weight_decay)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    generator = torch.Generator().manual_seed(opts.seed * 1000 + rank)
+
+    out = Path(opts.out)
+    ckpt = out / "checkpoint.pt"
+    step, seconds_before = 0, 0.0
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if opts.resume and ckpt.is_file():
+        step, seconds_before = load_checkpoint(ckpt, model, optimizer, generator)
+        if rank == 0:
+            print(f"refsam train: resumed from {ckpt} at step {step}", file=sys.stderr)
+    elif opts.resume and rank == 0:
+        print(f"refsam train: --resume but no {ckpt}; starting at step 0", file=sys.stderr)
+
+    dataset = build_dataset(opts)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=True)
+    per_step = opts.batch_size * opts.accum
+    batches = _batches(dataset, sampler, per_step, step * per_step)
+    texts = TextCache(model.text_encoder)
+    # bf16 autocast: always on CUDA; on CPU only when asked (about 2x faster with AVX512-BF16).
+    use_bf16 = opts.precision == "bf16" or (opts.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    log_path = out / "train_log.csv"
+    if rank == 0 and (not log_path.is_file() or step == 0):
+        with open(log_path, "w", newline="") as handle:
+            csv.writer(handle).writerow(CSV_FIELDS)
+    bar = None
+    if rank == 0 and opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=opts.steps, initial=step, desc="train", mininterval=2.0, file=sys.stderr)
+    start_time, window, first_loss, last_loss = time.time() - seconds_before, [], None, None
+    done = progress(step, time.time() - start_time, opts)
+    while done < 1.0:
+        factor = lr_factor(step, done, opts)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        optimizer.zero_grad(set_to_none=True)
+        indices = next(batches)
+        stats = {"loss": 0.0, "dice": 0.0, "focal": 0.0, "iou": 0.0}
+        for k in range(opts.accum):
+            batch = collate([dataset[i] for i in indices[k * opts.batch_size:(k + 1) * opts.batch_size]])
+            words, word_mask = texts(batch["text"], device)
+            with autocast:
+                losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
+                                              opts.prompt_dropout, opts.keyframe_prob, generator)
+            (losses["loss"] / opts.accum).backward()
+            with torch.no_grad():
+                pred, gt = logits > 0, batch["masks"].to(logits.device)
+                inter, union = (pred & gt).flatten(1).sum(1), (pred | gt).flatten(1).sum(1)
+                iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
+            for key in ("loss", "dice", "focal"):
+                stats[key] += float(losses[key].detach()) / opts.accum
+            stats["iou"] += float(iou.mean()) / opts.accum
+        if not all(math.isfinite(v) for v in stats.values()):
+            raise FloatingPointError(f"step {step}: non-finite loss {stats}")
+        if world > 1:
+            _allreduce_grads(params, world)
+        if opts.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+        optimizer.step()
+        step += 1
+        elapsed = time.time() - start_time
+        done = progress(step, elapsed, opts)
+        if world > 1:  # every rank must stop at the same step, so rank 0's clock decides
+            import torch.distributed as dist
+
+            flag = torch.tensor([done], dtype=torch.float64)
+            dist.broadcast(flag, 0)
+            done = float(flag)
+        first_loss = stats["loss"] if first_loss is None else first_loss
+        last_loss = stats["loss"]
+        window.append(stats)
+        if rank == 0:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.2f}")
+            last = done >= 1.0
+            if step % opts.log_every == 0 or last:
+                row = {k: sum(s[k] for s in window) / len(window) for k in ("loss", "dice", "focal", "iou")}
+                with open(log_path, "a", newline="") as handle:
+                    csv.writer(handle).writerow([
+                        step, *(f"{row[k]:.5f}" for k in ("loss", "dice", "focal", "iou")),
+                        f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
+                window = []
+            if step % opts.save_every == 0 or last:
+                save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
+                export_weights(model, out / "refsam.safetensors", train_sam, False, step)
+                if opts.export:
+                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    model.eval()
+    return {"step": step, "loss_first": first_loss, "loss_last": last_loss, "out": str(out),
+            "seconds": time.time() - start_time, "model": model}

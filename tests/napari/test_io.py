@@ -1,0 +1,77 @@
+"""The npe2 reader, writers and sample data, through a real viewer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._reader import EXPRESSIONS_KEY, SOURCE_KEY, napari_get_reader
+
+pytestmark = pytest.mark.gui
+
+
+def test_reader_opens_mp4_lazily(make_napari_viewer, mp4, clip):
+    import dask.array as da
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(mp4), plugin="napari-refsam")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert isinstance(layer.data, da.Array)
+    assert layer.data.shape == clip.frames.shape and layer.rgb
+    assert layer.data.chunks[0] == (1,) * len(clip.frames)  # one chunk per frame
+    assert layer.metadata[SOURCE_KEY] == str(mp4.resolve())
+    frame = np.asarray(layer.data[5]).astype(int)
+    assert np.abs(frame - clip.frames[5]).mean() < 6  # H.264 is lossy, but close
+
+
+def test_reader_folder_and_refusals(tmp_path, clip):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(clip.frames[:4]):
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    (data, meta, kind), = napari_get_reader(str(folder))(str(folder))
+    assert kind == "image" and data.shape == (4, *clip.frames.shape[1:])
+    assert np.array_equal(np.asarray(data[2]), clip.frames[2])
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader([str(folder), str(folder)]) is None
+    (tmp_path / "empty").mkdir()
+    assert napari_get_reader(str(tmp_path / "empty")) is None
+
+
+def test_unreadable_file_is_a_notification(make_napari_viewer, tmp_path, notes):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(bad), plugin="napari-refsam")
+    assert layers == [] and len(viewer.layers) == 0
+    assert "broken.mp4" in notes.messages()
+
+
+@pytest.mark.parametrize("name", ["labels.tif", "labels.json", "labels.png"])
+def test_writers_roundtrip(make_napari_viewer, tmp_path, clip, name):
+    from src_model.export import read_labels
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(clip.labels.astype(np.uint16), name="RefSAM labels",
+                              metadata={EXPRESSIONS_KEY: {1: ["the first thing"], 2: ["the second"]}})
+    written = viewer.layers.save(str(tmp_path / name), selected=False, plugin="napari-refsam")
+    assert written, "no writer ran"
+    labels, expressions = read_labels(written[0])
+    assert np.array_equal(labels, clip.labels)
+    assert expressions[1] == ["the first thing"]
+    # and the reader opens the export again as a Labels layer with its expressions
+    back = viewer.open(written[0], plugin="napari-refsam")[0]
+    assert back._type_string == "labels" and np.array_equal(back.data, clip.labels)
+    assert back.metadata[EXPRESSIONS_KEY][2] == ["the second"]
+    assert layer.name == "RefSAM labels"
+
+
+def test_sample_data(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-refsam", "synthetic_referring_video")
+    layer = viewer.layers[-1]
+    assert layer.name == "Synthetic referring video" and layer.rgb and layer.data.ndim == 4
+    expressions = layer.metadata[EXPRESSIONS_KEY]
+    assert expressions and all(isinstance(t, str) for texts in expressions.values() for t in texts)

@@ -1,0 +1,153 @@
+"""The RefSAM dock widget in a real viewer: segment, correct, re-propagate, undo, cancel, autosave."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._reader import EXPRESSIONS_KEY
+from napari_refsam._widget import RefSAMWidget
+from refsam_napari_helpers import TEXT, headless, open_with_widget, paint_square, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def test_segment_fills_all_frames_like_headless(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    seen = segment(qtbot, widget)
+    layer = widget.labels_layer
+    num_frames = viewer.layers[0].data.shape[0]
+    assert layer is not None and layer.data.shape == (num_frames, *viewer.layers[0].data.shape[1:3])
+    assert sorted(seen) == list(range(num_frames)) and all(seen.values())  # every frame, live
+    reference = headless(tiny_model, mp4)
+    assert np.array_equal(layer.data, reference.labels)
+    assert np.array_equal(layer.data, widget.session.labels)
+    assert layer.data.any(), "the tiny model segmented nothing: the test would prove little"
+    assert widget.objects.object_ids() == [1]
+    assert layer.metadata[EXPRESSIONS_KEY] == {1: [TEXT]}
+    assert (mp4.parent / "clip.mp4.refsam" / "session.npz").is_file()  # autosaved
+
+
+def test_correction_repropagate_and_undo(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    layer = widget.labels_layer
+    before = np.array(layer.data)
+    k = 4
+    paint_square(viewer, layer, k, 1)
+    painted = np.array(layer.data[k])
+    assert not np.array_equal(painted, before[k])
+    wait_idle(qtbot, widget)  # the stroke was detected and locked as a keyframe
+    assert widget.session.keyframes[1] == [k]
+    assert np.array_equal(widget.session.labels[k], painted)
+    assert "keyframe for object 1" in widget.frame_label.text()
+    assert widget.objects.item(0, 3).text() == str(k)
+    after_correction = np.array(layer.data)
+
+    assert widget.repropagate(k)
+    wait_idle(qtbot, widget)
+    after = np.array(layer.data)
+    assert np.array_equal(after[k], painted)  # the keyframe is untouched
+    assert any(not np.array_equal(after[t], before[t]) for t in range(k + 1, len(after)))
+    assert np.array_equal(after, widget.session.labels)
+
+    assert widget.undo()  # the re-propagation
+    wait_idle(qtbot, widget)
+    assert np.array_equal(layer.data, after_correction)
+    assert widget.undo()  # the correction
+    wait_idle(qtbot, widget)
+    assert np.array_equal(layer.data, before) and widget.session.keyframes[1] == []
+
+
+def test_auto_repropagate_after_stroke(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    layer = widget.labels_layer
+    before = np.array(layer.data)
+    widget.auto_repropagate.setChecked(True)
+    paint_square(viewer, layer, 6, 0, size=40)  # erase: also a correction
+    painted = np.array(layer.data[6])
+    wait_idle(qtbot, widget)
+    assert 6 in widget.session.keyframes[1]
+    assert np.array_equal(layer.data[6], painted)
+    assert any(not np.array_equal(layer.data[t], before[t]) for t in range(len(before)) if t != 6)
+    assert np.array_equal(layer.data, widget.session.labels)
+
+
+def test_cancel_leaves_every_frame_old_or_new(make_napari_viewer, qtbot, long_mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    segment(qtbot, widget, "the red ball")
+    old = np.array(widget.labels_layer.data)
+    frames = []
+    assert widget.segment("the blue square")
+    widget._worker.yielded.connect(lambda item: item[0] == "frame" and (
+        frames.append(item[1]), len(frames) == 5 and widget.cancel()))
+    wait_idle(qtbot, widget)
+    got = np.array(widget.labels_layer.data)
+    assert np.array_equal(got, widget.session.labels)
+    assert widget.status.text().startswith("Cancelled")
+    reference = headless(tiny_model, long_mp4)  # the same two objects, run to the end
+    reference.add_object(text="the blue square")
+    for _ in reference.propagate(obj_ids=[2]):
+        pass
+    new = reference.labels
+    assert all(np.array_equal(got[t], old[t]) or np.array_equal(got[t], new[t]) for t in range(len(got)))
+    assert 5 <= len(frames) < len(got)
+    assert any(not np.array_equal(got[t], new[t]) for t in range(len(got))), "the run was not cut short"
+    assert np.array_equal(got[frames[0]], new[frames[0]])
+
+
+def test_autosave_restores_in_fresh_viewer(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    paint_square(viewer, widget.labels_layer, 3, 1)
+    wait_idle(qtbot, widget)
+    saved = np.array(widget.labels_layer.data)
+    keyframes = widget.session.keyframes
+    viewer.close()
+
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    fresh = make_napari_viewer()
+    widget2 = open_with_widget(fresh, mp4)
+    qtbot.wait(50)  # the offer is made once the event loop runs; without a model it waits
+    assert widget2.session is None and "restored once a model is loaded" in widget2.status.text()
+    widget2.set_model(tiny_model)
+    wait_idle(qtbot, widget2)
+    assert widget2.session is not None
+    assert np.array_equal(widget2.labels_layer.data, saved)
+    assert widget2.session.keyframes == keyframes
+    assert widget2.objects.object_ids() == [1]
+
+
+def test_declined_autosave_is_kept(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    viewer.close()
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", False)
+    fresh = make_napari_viewer()
+    widget2 = open_with_widget(fresh, mp4, tiny_model)
+    qtbot.wait(50)
+    folder = mp4.parent / "clip.mp4.refsam"
+    assert widget2.session is None
+    assert not (folder / "session.npz").exists() and list(folder.glob("session-*.npz"))
+
+
+def test_prompts_from_shapes_and_points(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    shapes = viewer.add_shapes([[[2, 10, 20], [2, 10, 50], [2, 40, 50], [2, 40, 20]]], shape_type="rectangle")
+    points = viewer.add_points([[2, 50, 80], [5, 5, 5]])
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    objects = widget.session.objects
+    assert sorted(objects) == [1, 2]
+    assert objects[1]["prompt"]["box"] == pytest.approx((20, 10, 50, 40))
+    assert objects[2]["prompt"]["points"] is not None
+    assert len(shapes.data) == 0 and len(points.data) == 1  # used prompts are consumed; frame 5's stays
+    assert np.array_equal(widget.labels_layer.data, widget.session.labels)

@@ -1,0 +1,118 @@
+"""FeatureCache: every frame encoded once, fp16 in memory and on disk, resumable, refused on mismatch."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from src_model.errors import CacheMismatchError
+from src_model.video.cache import FeatureCache
+
+T, H, W = 6, 64, 96
+
+
+@pytest.fixture(scope="module")
+def video():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, video):
+    """Features of every frame from a memory-only cache, as (embedding, hier) fp32 numpy."""
+    cache = FeatureCache(tiny_model, video, batch_size=4)
+    out = {i: (f.embedding.numpy().copy(), f.hier.numpy().copy()) for i, f in cache.iter_features(range(T))}
+    assert cache.frames_encoded == T and cache.encoder_calls == 2
+    return out
+
+
+def same(feats, ref) -> bool:
+    return np.array_equal(feats.embedding.numpy(), ref[0]) and np.array_equal(feats.hier.numpy(), ref[1])
+
+
+def test_features_are_fp16_rounded_model_outputs(tiny_model, video, reference):
+    with torch.inference_mode():
+        direct = tiny_model.encode_frames(video[:2])
+    cfg = tiny_model.config.sam
+    assert reference[0][0].shape == (1, cfg.prompt_embed_dim, cfg.embedding_size, cfg.embedding_size)
+    assert reference[0][0].dtype == np.float32
+    for i in range(2):
+        want = direct.embedding[i].half().float().numpy()
+        np.testing.assert_allclose(reference[i][0][0], want, atol=2e-3, rtol=2e-3)
+        # stored as fp16: the values are exactly representable in fp16
+        assert np.array_equal(reference[i][0], reference[i][0].astype(np.float16).astype(np.float32))
+
+
+def test_disk_cache_equals_memory_and_reopens_without_encoding(tiny_model, video, reference, tmp_path):
+    cache = FeatureCache(tiny_model, video, cache_dir=tmp_path, batch_size=3)
+    got = dict(cache.iter_features([5, 4, 3, 2, 1, 0]))  # any order
+    assert cache.frames_encoded == T and cache.encoder_calls == 2
+    assert all(same(got[i], reference[i]) for i in range(T))
+    meta = json.loads((cache.folder / "meta.json").read_text())
+    assert meta["weights_id"] == tiny_model.weights_id and meta["num_frames"] == T
+    cache.close()
+    again = FeatureCache(tiny_model, video, cache_dir=tmp_path, max_bytes=0)
+    assert again.folder == cache.folder
+    assert all(same(again.get(i), reference[i]) for i in range(T))
+    assert again.frames_encoded == 0 and again.memory_bytes == 0
+
+
+def test_partial_cache_resumes(tiny_model, video, reference, tmp_path):
+    cache = FeatureCache(tiny_model, video, cache_dir=tmp_path, batch_size=2)
+    features = cache.iter_features(range(T))
+    next(features)  # the first batch (frames 0 and 1) is encoded and on disk; then "crash"
+    features.close()
+    assert cache.frames_encoded == 2
+    resumed = FeatureCache(tiny_model, video, cache_dir=tmp_path, batch_size=2)
+    assert resumed.missing(range(T)) == [2, 3, 4, 5]
+    assert resumed.ensure() == 4 and resumed.frames_encoded == 4
+    assert all(same(resumed.get(i), reference[i]) for i in range(T))
+
+
+def test_mismatching_cache_is_refused(tiny_model, video, tmp_path):
+    cache = FeatureCache(tiny_model, video, cache_dir=tmp_path)
+    cache.ensure([0])
+    folder = cache.folder
+    cache.close()
+    # Another video under the same root gets its own folder: no clash.
+    other = FeatureCache(tiny_model, video[::-1].copy(), cache_dir=tmp_path)
+    assert other.folder != folder
+    other.close()
+    # cache_dir naming the folder itself, for another video: refused, naming the key.
+    with pytest.raises(CacheMismatchError, match="video"):
+        FeatureCache(tiny_model, video[::-1].copy(), cache_dir=folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "weights_id": "someone-else"}))
+    with pytest.raises(CacheMismatchError, match="weights_id"):
+        FeatureCache(tiny_model, video, cache_dir=tmp_path)
+    (folder / "meta.json").write_text("{not json")
+    with pytest.raises(CacheMismatchError, match="corrupt"):
+        FeatureCache(tiny_model, video, cache_dir=tmp_path)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with open(folder / "embedding.f16", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(CacheMismatchError, match="embedding.f16"):
+        FeatureCache(tiny_model, video, cache_dir=tmp_path)
+
+
+def test_memory_budget_is_an_lru(tiny_model, video, reference):
+    cache = FeatureCache(tiny_model, video, max_bytes=0, batch_size=2)
+    budget = 2 * cache.frame_bytes
+    cache.max_bytes = budget
+    for i, feats in cache.iter_features(range(T)):
+        assert cache.memory_bytes <= budget
+        assert same(feats, reference[i])
+    assert cache.frames_encoded == T
+    assert cache.has(T - 1) and not cache.has(0)
+    assert same(cache.get(0), reference[0]) and cache.frames_encoded == T + 1  # evicted: encoded again
+
+
+def test_bad_indices(tiny_model, video):
+    cache = FeatureCache(tiny_model, video)
+    with pytest.raises(IndexError, match="out of range"):
+        cache.get(T)
+    with pytest.raises(TypeError):
+        cache.get(1.5)
+    assert cache.frames_encoded == 0

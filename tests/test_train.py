@@ -1,0 +1,222 @@
+"""Training: losses, prompt perturbation, a few real steps (tiny and the paper's ViT-B), resume, CLI."""
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+
+import pytest
+import torch
+
+from src_model.losses import dice_loss, mask_losses, sigmoid_focal_loss
+from src_model.train import PRETRAINED_LRS, SCRATCH_LR, TrainOptions, learning_rates, lr_factor, progress, train
+from src_model.train_clip import perturb_masks
+
+FROZEN_PREFIXES = ("sam.image_encoder.", "sam.prompt_encoder.", "text_encoder.")
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before: dict, model) -> set[str]:
+    after = model.state_dict()
+    return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def _options(tmp_path, **kw) -> TrainOptions:
+    base = dict(data="synthetic", out=str(tmp_path / "run"), preset="tiny", steps=2, batch_size=1,
+                num_frames=2, synthetic_size=64, synthetic_frames=4, device="cpu", log_every=1,
+                save_every=1, progress=False, prompt_dropout=0.5, keyframe_prob=0.5, seed=3)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_dice_and_focal_hand_values():
+    target = torch.zeros(1, 2, 2, dtype=torch.bool)
+    target[0, 0, 0] = True
+    confident = torch.where(target, 20.0, -20.0).float()
+    assert dice_loss(confident, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert sigmoid_focal_loss(confident, target).item() == pytest.approx(0.0, abs=1e-6)
+    zero = torch.zeros(1, 2, 2)
+    # p = 0.5 everywhere: dice = 1 - (2*0.5 + 1) / (2 + 1 + 1) = 0.5
+    assert dice_loss(zero, target).item() == pytest.approx(0.5)
+    # focal at p = 0.5: ce = ln 2, (1 - p_t)^2 = 0.25; alpha 0.25 on the 1 positive, 0.75 on 3 negatives
+    expected = math.log(2) * 0.25 * (0.25 * 1 + 0.75 * 3) / 4
+    assert sigmoid_focal_loss(zero, target).item() == pytest.approx(expected, rel=1e-5)
+    # An empty target predicted empty costs nothing (fully occluded objects).
+    empty = torch.zeros(1, 2, 2, dtype=torch.bool)
+    assert dice_loss(torch.full((1, 2, 2), -30.0), empty).item() == pytest.approx(0.0, abs=1e-6)
+    losses = mask_losses(zero, target)
+    assert losses["loss"].item() == pytest.approx(losses["dice"].item() + losses["focal"].item())
+
+
+def test_perturbed_masks_stay_near_the_original():
+    masks = torch.zeros(20, 32, 32, dtype=torch.bool)
+    masks[:, 10:20, 8:22] = True
+    out = perturb_masks(masks, torch.Generator().manual_seed(0), strength=3)
+    assert out.shape == masks.shape and out.dtype == torch.bool
+    for m in out:
+        if m.any():  # one in ten is dropped on purpose
+            inter = (m & masks[0]).sum().item()
+            union = (m | masks[0]).sum().item()
+            assert inter / union > 0.2
+
+
+def test_learning_rates_and_schedule():
+    assert learning_rates(TrainOptions(), False) == PRETRAINED_LRS
+    scratch = learning_rates(TrainOptions(), True)
+    assert set(scratch.values()) == {SCRATCH_LR} and "image_encoder" in scratch
+    assert learning_rates(TrainOptions(lrs={"itm": 5e-5, "hda": None}), False)["itm"] == 5e-5
+    assert set(learning_rates(TrainOptions(lr=1e-3), True).values()) == {1e-3}
+    with pytest.raises(ValueError, match="unknown part"):
+        learning_rates(TrainOptions(lrs={"vision": 1.0}), False)
+    opts = TrainOptions(steps=100, warmup=10, schedule="cosine")
+    assert lr_factor(0, progress(0, 0, opts), opts) == pytest.approx(0.1)
+    assert lr_factor(50, progress(50, 0, opts), opts) == pytest.approx(0.505, abs=0.01)
+    assert lr_factor(100, progress(100, 0, opts), opts) == pytest.approx(0.01)
+    timed = TrainOptions(steps=1000, max_minutes=1.0)
+    assert progress(10, 30.0, timed) == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- real steps
+def test_tiny_frozen_sam_two_steps_change_only_trainable_parts(tmp_path, text_encoder):
+    from src_model.weights import load_refsam
+
+    torch.manual_seed(0)
+    model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
+    before = _snapshot(model)
+    result = train(_options(tmp_path), model=model)
+    assert result["step"] == 2 and math.isfinite(result["loss_first"]) and math.isfinite(result["loss_last"])
+    changed = _changed(before, model)
+    assert changed, "no parameter moved"
+    assert not [k for k in changed if k.startswith(FROZEN_PREFIXES)], "a frozen parameter changed"
+    assert any(k.startswith("adapters.") for k in changed) and any(k.startswith("itm.") for k in changed)
+    with open(tmp_path / "run" / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"step", "loss", "dice", "focal", "iou", "lr", "time"}
+    assert (tmp_path / "run" / "refsam.safetensors").is_file()
+
+
+def test_from_scratch_trains_every_sam_part(tmp_path, text_encoder):
+    from src_model.weights import ALL_PARTS, load_refsam, read_refsam_file
+
+    torch.manual_seed(0)
+    model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
+    before = _snapshot(model)
+    train(_options(tmp_path, steps=1, from_scratch=True), model=model)
+    changed = _changed(before, model)
+    assert any(k.startswith("sam.image_encoder.") for k in changed)
+    assert not [k for k in changed if k.startswith("text_encoder.")]
+    config, state = read_refsam_file(tmp_path / "run" / "refsam.safetensors")
+    assert tuple(config["parts"]) == ALL_PARTS and config["trained_from_scratch"]
+    assert any(k.startswith("sam.image_encoder.") for k in state)
+    reloaded = load_refsam(tmp_path / "run" / "refsam.safetensors", text_encoder=text_encoder, device="cpu")
+    assert torch.equal(reloaded.state_dict()["itm.norm3.weight"], model.state_dict()["itm.norm3.weight"])
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, text_encoder):
+    straight = train(_options(tmp_path / "a", steps=3, from_scratch=True, image_size=64,
+                              text_encoder=None))["model"]
+    train(_options(tmp_path / "b", steps=2, from_scratch=True, image_size=64))
+    resumed = train(_options(tmp_path / "b", steps=3, from_scratch=True, image_size=64, resume=True))["model"]
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert resumed.config.sam.image_size == 64
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(tmp_path / "b" / "run" / "train_log.csv") as handle:
+        assert [r["step"] for r in csv.DictReader(handle)] == ["1", "2", "3"]
+
+
+def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
+    from src_model.cli import main
+    from src_model.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", 2, seed=5, split="train", num_frames=4, size=(64, 64))
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1",
+               "--batch-size", "2", "--num-frames", "2", "--image-size", "64", "--from-scratch",
+               "--device", "cpu", "--out", str(out), "--no-progress", "--export", str(tmp_path / "m.safetensors")])
+    assert rc == 0
+    assert (out / "checkpoint.pt").is_file() and (tmp_path / "m.safetensors").is_file()
+    assert main(["train", "--data", str(tmp_path / "missing"), "--steps", "1", "--out", str(out)]) == 2
+
+
+def _tiny_bert_1024(folder):
+    """A random 1-layer BERT with 1024-d features (T5/RoBERTa-large size) + MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from src_model.text import minilm_folder
+
+    config = BertConfig(hidden_size=1024, num_hidden_layers=1, num_attention_heads=16,
+                        intermediate_size=1024, vocab_size=30522)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(minilm_folder())).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        source = minilm_folder() / name
+        if source.is_file() and not (folder / name).is_file():
+            shutil.copy(source, folder / name)
+    return folder
+
+
+def test_paper_vit_b_configuration_trains_on_cpu(tmp_path):
+    """Frozen SAM ViT-B + adapters + a 1024-d text encoder, random weights, 2 steps at 224 px.
+
+    About 30 s on one CPU core (most of it building the 94 M-parameter SAM), so not marked slow.
+    """
+    from src_model.text import TextEncoder
+    from src_model.weights import load_refsam
+
+    encoder = TextEncoder(_tiny_bert_1024(tmp_path / "bert1024"))
+    assert encoder.dim == 1024
+    torch.manual_seed(0)
+    model = load_refsam(None, preset="vit_b", text_encoder=encoder, device="cpu")
+    assert model.config.text_dim == 1024
+    model.set_image_size(224)  # 14x14 tokens = one 14x14 window: the same modules at a CPU-friendly size
+    before = _snapshot(model)
+    result = train(_options(tmp_path, steps=2, synthetic_size=64), model=model)
+    assert math.isfinite(result["loss_first"]) and math.isfinite(result["loss_last"])
+    changed = _changed(before, model)
+    assert not [k for k in changed if k.startswith(FROZEN_PREFIXES)]
+    for part in ("adapters.", "text_mlp.", "hda.", "itm.", "sam.mask_decoder."):
+        assert any(k.startswith(part) for k in changed), part
+
+
+_DDP_SCRIPT = '''
+import os, sys
+import torch
+from src_model.train import TrainOptions, train
+out = sys.argv[1]
+result = train(TrainOptions(data="synthetic", out=out, preset="tiny", steps=2, batch_size=1, num_frames=2,
+                            synthetic_size=64, synthetic_frames=4, image_size=64, from_scratch=True,
+                            device="cpu", threads=1, progress=False, seed=1, log_every=1))
+state = result["model"].state_dict()
+digest = sum(float(v.double().sum()) for k, v in state.items() if not k.startswith("text_encoder."))
+with open(os.path.join(out, "rank%s.txt" % os.environ["RANK"]), "w") as handle:
+    handle.write(repr(digest))
+'''
+
+
+def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path):
+    """DDP path on CPU (gloo): two ranks see different clips but end with identical weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "run"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "rank0.txt").read_text() == (out / "rank1.txt").read_text()
+    with open(out / "train_log.csv") as handle:  # written once, by rank 0
+        assert [r["step"] for r in csv.DictReader(handle)] == ["1", "2"]
