@@ -216,7 +216,11 @@ def write_section(text: str, command: str) -> None:
         section = body[start:end]
         blocks = section.split("\n### ")
         head, blocks = blocks[0], ["### " + b for b in blocks[1:]]
-        blocks = [b for b in blocks if not b.startswith(f"### `{command}`")] + [block]
+        mine = [k for k, b in enumerate(blocks) if b.startswith(f"### `{command}`")]
+        if mine:
+            blocks[mine[0]] = block  # same command: replaced where it stands
+        else:
+            blocks.append(block)
         section = head.rstrip("\n") + "\n\n" + "\n".join(b.rstrip("\n") + "\n" for b in blocks)
         body = body[:body.index(HEADING) + len(HEADING)] + section + ("\n" + body[end:] if end < len(body) else "")
     path.write_text(body)

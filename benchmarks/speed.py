@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -336,9 +337,6 @@ def bench_preset(preset: str, args, video: Path, device, text_encoder) -> dict:
         name: {row: min((r.row(row) for r in stats), key=lambda x: x.get("ms", float("inf"))) for row in rows}
         for name, stats in runs.items() if stats
     }
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return info
 
 
@@ -405,7 +403,8 @@ def markdown(results: list[dict], args, device) -> str:
             if name == "text":  # once per expression, not per frame
                 cells = [f"{fmt(r.get('seconds', 0) * 1000)} ms total" if r else "–", "–",
                          fmt(r.get("peak_mib")) if r else "–",
-                         f"{fmt(o.get('seconds', 0) * 1000)} ms total" if o else "–", "–", fmt(o.get("peak_mib")), "–"]
+                         f"{fmt(o.get('seconds', 0) * 1000)} ms total" if o else "–", "–",
+                         fmt(o.get("peak_mib")), "–"]
             else:
                 ratio = r["ms"] / o["ms"] if r.get("ms") and o.get("ms") else None
                 cells = [fmt(r.get("ms")) if r else "–", fmt(r.get("fps"), 2) if r else "–",
@@ -414,7 +413,8 @@ def markdown(results: list[dict], args, device) -> str:
                          "–" if ratio is None else f"{ratio:.2f}x"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if "compile_seconds" in info:
-            lines.append(f"\ncompile: {'ok' if info['compiled'] else 'FAILED (eager)'} in {info['compile_seconds']:.0f} s")
+            state = "ok" if info["compiled"] else "FAILED (eager)"
+            lines.append(f"\ncompile: {state} in {info['compile_seconds']:.0f} s")
     return "\n".join(lines)
 
 
@@ -457,6 +457,9 @@ def main(argv=None) -> int:
         for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
             print(f"[speed] {preset} on {device} ...", file=sys.stderr, flush=True)
             results.append(bench_preset(preset, args, video, device, text_encoder))
+            gc.collect()  # drop this preset's model before the next one is built
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     text = markdown(results, args, device)
     print(text)
     if args.markdown:

@@ -130,6 +130,19 @@ def restore(model, path, video):
     return session
 
 
+def switch_model(session, model, path, video):
+    """Move a session to another model: save it, load it back on ``model`` (labels, objects and
+    keyframes are kept; the engine drops chain state that belongs to the old weights)."""
+    from src_model.video.session import VideoSession
+
+    yield ("status", "Moving the session to the new model…")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    session.save(path)
+    moved = VideoSession.load(model, path, video=video)
+    yield ("session", moved)
+    return moved
+
+
 def save(session, path):
     """A job that only saves (after Undo / Remove, which run on the GUI thread)."""
     yield from autosave(session, path)

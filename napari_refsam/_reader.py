@@ -18,6 +18,7 @@ import numpy as np
 SOURCE_KEY = "refsam_source"            # str path of the video file / folder the layer shows
 NAME_KEY = "refsam_video_name"          # short video name (file stem)
 EXPRESSIONS_KEY = "refsam_expressions"  # {obj_id: [expression, ...]}
+AXIS_LABELS = ("t", "y", "x")           # the dims slider then reads "t", not "-3"
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".gif")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -136,6 +137,7 @@ def read_video(path) -> list:
     kwargs = {
         "name": source.name,
         "rgb": rgb,
+        "axis_labels": AXIS_LABELS,
         "metadata": {SOURCE_KEY: str(Path(path).resolve()), NAME_KEY: source.name},
     }
     if source.raw_dtype not in (np.uint8, np.bool_):
@@ -150,4 +152,5 @@ def read_labels_export(path) -> list:
 
     labels, expressions = read_labels(path)
     name = Path(path).stem or Path(path).name
-    return [(labels, {"name": name, "metadata": {EXPRESSIONS_KEY: expressions}}, "labels")]
+    meta = {"name": name, "axis_labels": AXIS_LABELS, "metadata": {EXPRESSIONS_KEY: expressions}}
+    return [(labels, meta, "labels")]

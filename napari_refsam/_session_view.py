@@ -110,13 +110,13 @@ class SessionView:
         self._live = None
         if self.session is not None and self.labels_layer is not None:
             self._sync(sorted(result.frames - self._pending_paint))
-        if result.error is not None:
-            show_error(describe_error(action, result.error))
-        elif on_done is not None and not result.cancelled:
-            on_done(result)
         self.progress.setValue(self.progress.maximum() if not result.cancelled else self.progress.value())
         self.status.setText("Cancelled; frames done so far are kept." if result.cancelled else
                             ("Failed; nothing was lost." if result.error is not None else "Done."))
+        if result.error is not None:
+            show_error(describe_error(action, result.error))
+        elif on_done is not None and not result.cancelled:
+            on_done(result)  # after the generic status, so its own message (and next job) win
         self._set_busy(self._worker is not None)  # on_done may have started the next job
         self._update_objects()
         self._apply_pending_paint()
@@ -153,8 +153,12 @@ class SessionView:
         if layer is not None and layer in self.viewer.layers and layer.data.shape == tuple(shape):
             return
         video = self.video_layer
-        layer = self.viewer.add_labels(np.zeros(shape, np.uint16), name=LABELS_NAME, scale=video.scale,
-                                       translate=video.translate)
+        placement = {}
+        if video is not None and video.ndim == len(shape):  # overlay the video exactly
+            placement = {"scale": video.scale, "translate": video.translate}
+            if getattr(video, "axis_labels", None) is not None:
+                placement["axis_labels"] = video.axis_labels
+        layer = self.viewer.add_labels(np.zeros(shape, np.uint16), name=LABELS_NAME, **placement)
         layer.events.paint.connect(self._on_paint)
         self.labels_layer = layer
 

@@ -7,6 +7,9 @@ the controls and the public actions, which scripts and tests call directly.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
@@ -16,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _jobs
-from ._autosave import autosave_path, existing_autosave, set_aside
+from ._autosave import SESSION_FILE, autosave_path, existing_autosave, set_aside
 from ._corrections import changed_objects
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
@@ -40,14 +43,18 @@ class RefSAMWidget(SessionView, QWidget):
         self._init_session_view()  # session, labels_layer, job state
         self._pending_restore = None
         self._offered: set = set()  # autosaves already offered (asked once per file)
+        # Sessions of other video layers, kept while the user looks at another one (an in-memory
+        # clip has no autosave to come back to): {id(image layer): (session, labels layer)}.
+        self._parked: dict = {}
         self._build_ui()
         layers = self.viewer.layers.events
         layers.inserted.connect(self._on_layer_inserted)
         layers.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._update_frame_label)
         self._refresh_layer_choices()
-        # Deferred, so whoever created the widget can still set ``auto_restore`` first.
-        QTimer.singleShot(0, lambda: self._offer_restore(self.selected_layer()))
+        # Deferred, so whoever created the widget can still set ``auto_restore`` first. A bound
+        # method (not a lambda) so Qt drops the call if the widget is gone by then.
+        QTimer.singleShot(0, self._offer_restore_for_selected)
 
     # ------------------------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -157,17 +164,29 @@ class RefSAMWidget(SessionView, QWidget):
             self._offer_restore(event.value)
 
     def _on_layer_removed(self, event) -> None:
-        if event.value is self.labels_layer:
+        layer = event.value
+        if layer is self.labels_layer:
             self.labels_layer = None  # recreated from the session on the next run
+        if layer is self.video_layer and self._worker is None:
+            self._detach_session()
+        parked = self._parked.pop(id(layer), None)
+        if parked is not None:
+            parked[0].close()
         self._refresh_layer_choices()
 
     def _on_video_changed(self, *_) -> None:
-        if self.session is not None and self.selected_layer() is not self.video_layer and self._worker is None:
+        layer = self.selected_layer()
+        if self.session is not None and layer is not self.video_layer and self._worker is None:
             self._detach_session()
-        self._offer_restore(self.selected_layer())
+        if self.session is None and layer is not None and id(layer) in self._parked:
+            self._use_video(layer)  # back to a video segmented earlier in this viewer
+        else:
+            self._offer_restore(layer)
 
     def _detach_session(self) -> None:
-        # The session is already autosaved (after every change); its labels layer stays in the viewer.
+        """Put the session aside (kept, and autosaved after every change); its layer stays too."""
+        if self.session is not None and self.video_layer is not None:
+            self._parked[id(self.video_layer)] = (self.session, self.labels_layer)
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._on_paint)
         self.session = self.labels_layer = None
@@ -194,6 +213,9 @@ class RefSAMWidget(SessionView, QWidget):
                              self.autosave_edit.text().strip() or None)
 
     # ----------------------------------------------------------------------------- restore
+    def _offer_restore_for_selected(self) -> None:
+        self._offer_restore(self.selected_layer())
+
     def _offer_restore(self, layer) -> None:
         path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
         if path is None or path in self._offered or self.session is not None:
@@ -230,14 +252,16 @@ class RefSAMWidget(SessionView, QWidget):
 
     # ------------------------------------------------------------------------------- model
     def set_model(self, model) -> None:
-        """Use an already built model (scripts, tests); a running session moves over to it."""
-        if self.session is not None and self.model is not model:
-            self._detach_session()  # its autosave is restored below with the new model
-            self._offered.clear()
+        """Use an already built model (scripts, tests); an open session moves over to it."""
         self.model = model
         device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
         self.status.setText(f"Model ready: {model.config.preset} on {device}.")
-        if self._pending_restore is not None:
+        if self.session is not None and self.session.model is not model:
+            session, video = self.session, self._video_of(self.video_layer)
+            path = self.autosave_file() or Path(tempfile.mkdtemp(prefix="refsam-")) / SESSION_FILE
+            self._start("moving the session to the new model",
+                        lambda token: _jobs.switch_model(session, model, path, video))
+        elif self._pending_restore is not None:
             self.restore_session(self._pending_restore)
         elif self.session is None:
             self._offer_restore(self.selected_layer())
@@ -267,7 +291,16 @@ class RefSAMWidget(SessionView, QWidget):
 
     def _use_video(self, layer) -> None:
         self.video_layer = layer
-        if self.session is None:
+        parked = self._parked.pop(id(layer), None) if self.session is None else None
+        if parked is not None:
+            session, labels = parked
+            if labels is not None and labels in self.viewer.layers:
+                self.labels_layer = labels
+                labels.events.paint.connect(self._on_paint)
+            self._adopt_session(session)
+            if self.model is not None and session.model is not self.model:
+                self.set_model(self.model)  # moves it to the model now loaded
+        elif self.session is None:
             data = layer.data[0] if layer.multiscale else layer.data
             shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
             shape = (1, *shape) if len(shape) == 2 else shape

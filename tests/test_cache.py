@@ -98,15 +98,17 @@ def test_mismatching_cache_is_refused(tiny_model, video, tmp_path):
 
 
 def test_memory_budget_is_an_lru(tiny_model, video, reference):
-    cache = FeatureCache(tiny_model, video, max_bytes=0, batch_size=2)
-    budget = 2 * cache.frame_bytes
-    cache.max_bytes = budget
+    cfg = tiny_model.config.sam
+    budget = 2 * (2 * 2 * cfg.prompt_embed_dim * cfg.embedding_size ** 2)  # two frames of F and F_h, fp16
+    cache = FeatureCache(tiny_model, video, max_bytes=budget + 100, batch_size=3)
+    assert cache.frame_bytes == budget // 2
     for i, feats in cache.iter_features(range(T)):
         assert cache.memory_bytes <= budget
         assert same(feats, reference[i])
     assert cache.frames_encoded == T
-    assert cache.has(T - 1) and not cache.has(0)
+    assert cache.has(T - 1) and not cache.has(0) and cache._memory.allocated_bytes == budget
     assert same(cache.get(0), reference[0]) and cache.frames_encoded == T + 1  # evicted: encoded again
+    assert same(cache.get(T - 1), reference[T - 1]) and cache.frames_encoded == T + 1
 
 
 def test_bad_indices(tiny_model, video):

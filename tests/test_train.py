@@ -137,7 +137,7 @@ def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
     write_synthetic_dataset(tmp_path / "data", 2, seed=5, split="train", num_frames=4, size=(64, 64))
     out = tmp_path / "run"
     rc = main(["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1",
-               "--batch-size", "2", "--num-frames", "2", "--image-size", "64", "--from-scratch",
+               "--batch-size", "1", "--accum", "2", "--num-frames", "2", "--image-size", "64", "--from-scratch",
                "--device", "cpu", "--out", str(out), "--no-progress", "--export", str(tmp_path / "m.safetensors")])
     assert rc == 0
     assert (out / "checkpoint.pt").is_file() and (tmp_path / "m.safetensors").is_file()

@@ -92,30 +92,48 @@ def run_headless(model, out: Path) -> dict:
     return {"texts": texts, "scores": scores, "summary": summarize(scores)}
 
 
-def run_gui(model) -> int:
-    """napari with the sample, the RefSAM dock widget and ``model``; segments each expression."""
-    import napari
-    from qtpy.QtCore import QTimer
+class DemoDriver:
+    """Feeds the sample expressions to the RefSAM widget one at a time (it runs one job at a time)."""
 
-    viewer = napari.Viewer(title="RefSAM demo")
+    def __init__(self, widget, texts: list[str]) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.widget, self.queue, self.started = widget, list(texts), []
+        self.timer = QTimer()
+        self.timer.timeout.connect(self.step)
+        self.timer.start(200)
+
+    @property
+    def done(self) -> bool:
+        return not self.queue and not self.widget.is_busy
+
+    def step(self) -> None:
+        if self.widget.is_busy:
+            return
+        if not self.queue:
+            self.timer.stop()
+            return
+        text = self.queue.pop(0)
+        self.started.append(text)
+        self.widget.segment(text)
+
+
+def open_demo(viewer, model) -> DemoDriver:
+    """Put the sample video, the RefSAM dock widget and ``model`` into ``viewer``; start segmenting."""
     viewer.open_sample("napari-refsam", "synthetic_referring_video")
     _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
     widget.set_model(model)
-    queue = list(sample_expressions(sample_clip()).values())
-    timer = QTimer()
+    return DemoDriver(widget, list(sample_expressions(sample_clip()).values()))
 
-    def next_expression() -> None:
-        # The widget runs one job at a time in a worker thread; start the next when it is idle.
-        if widget.is_busy:
-            return
-        if not queue:
-            timer.stop()
-            return
-        widget.segment(queue.pop(0))
 
-    timer.timeout.connect(next_expression)
-    timer.start(200)
+def run_gui(model) -> int:
+    """napari with the sample, the RefSAM dock widget and ``model``; segments each expression."""
+    import napari
+
+    viewer = napari.Viewer(title="RefSAM demo")
+    driver = open_demo(viewer, model)  # holds the timer that feeds the expressions
     napari.run()
+    driver.timer.stop()
     return 0
 
 

@@ -18,7 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dataset", metavar="DIR",
                         help="also add the video, labels and expressions to a Ref-YouTube-VOS style dataset")
     parser.add_argument("--model", default="default",
-                        help="'default' (bundled), a RefSAM .safetensors path, or 'none' (untrained heads)")
+                        help="'default' (bundled), a RefSAM .safetensors path, or 'none': a fresh model (random weights; "
+                             "plain SAM with --sam-checkpoint, which then takes --box objects only)")
     parser.add_argument("--preset", default=None, help="model preset for --model none (vit_b, vit_l, vit_h, tiny)")
     parser.add_argument("--sam-checkpoint", default=None, metavar="P", help="official SAM .pth checkpoint")
     parser.add_argument("--text-encoder", default=None, metavar="NAME", help="text encoder name or folder")

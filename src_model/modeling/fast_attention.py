@@ -128,7 +128,8 @@ def _blocked(q, k, v, scale, rel_h, rel_w, budget):
         parts = []
         for q0 in range(0, tokens, q_step):
             qs = slice(q0, q0 + q_step)
-            scores = torch.baddbmm(bias_from_terms(rel_h[rows, qs], rel_w[rows, qs]), q[rows, qs], k_t[rows], alpha=scale)
+            bias = bias_from_terms(rel_h[rows, qs], rel_w[rows, qs])
+            scores = torch.baddbmm(bias, q[rows, qs], k_t[rows], alpha=scale)  # scale q kᵀ + bias
             parts.append(torch.bmm(scores.softmax(dim=-1), v[rows]))
         out_rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
     return out_rows[0] if len(out_rows) == 1 else torch.cat(out_rows)
@@ -140,12 +141,16 @@ def attention_with_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sc
     """softmax(scale q kᵀ + rel-pos bias) v.
 
     q, k, v: (N, H*W, C) with N = batch*heads -> (N, H*W, C). method: "sdpa" (SDPA with the
-    bias), "blocked" (cache-sized explicit blocks) or "auto" (blocked on CPU, SDPA elsewhere).
+    bias), "blocked" (cache-sized explicit blocks) or "auto" (blocked in eager mode on CPU,
+    SDPA elsewhere and under torch.compile).
     """
     if rel_pos_h is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if method == "auto":
-        method = "blocked" if q.device.type == "cpu" else "sdpa"
+        # Under torch.compile the unrolled block loops would make a huge graph (~900 blocks for
+        # ViT-B); one SDPA op is left to the compiler instead.
+        eager_cpu = q.device.type == "cpu" and not torch.compiler.is_compiling()
+        method = "blocked" if eager_cpu else "sdpa"
     rel_h, rel_w = decomposed_rel_pos(q, rel_pos_h, rel_pos_w, size)
     if method == "blocked":
         return _blocked(q, k, v, scale, rel_h, rel_w, CPU_BLOCK_BUDGET)

@@ -249,7 +249,8 @@ class RefSAM(nn.Module):
             return images, (new_h, new_w), (height, width)
         if (new_h, new_w) != (height, width):
             frames = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames])
-        images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
+        # uint8 crosses the bus (4x less than float); pinned + non-blocking on CUDA (accel.to_device).
+        images = accel.to_device(frames, self.device).permute(0, 3, 1, 2).float()
         images = (images - self.sam.pixel_mean) / self.sam.pixel_std
         size = self.config.sam.image_size
         images = F.pad(images, (0, size - new_w, 0, size - new_h))

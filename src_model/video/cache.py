@@ -8,22 +8,19 @@ Per frame it holds F (the SAM neck output) and F_h (the HDA hierarchy features),
 stored as float16 (4 MiB per frame for ViT-B, 0.5 MiB for the tiny preset). Decoding always reads
 the fp16 copy, so labels do not depend on whether a frame came from memory, disk or a fresh encode.
 
-Memory: an LRU bounded by bytes. Disk: ``cache_dir/<signature>/`` holds two raw fp16 files with
-one row per frame (``embedding.f16``, ``hier.f16``, i.e. (T, C, h, w) memmap-compatible), a
-``done.npy`` bitmap and ``meta.json`` (format version, weights signature, video identity,
-preprocessing, shapes). Rows are fsynced before their done bit is written, so an interrupted run
-leaves a valid partial cache that later runs resume. Different
-models or videos get different subfolders; a folder whose meta.json does not match (or ``cache_dir``
-pointing straight at such a folder) is refused with CacheMismatchError naming the key.
+Memory: an LRU bounded by bytes (slabs reused on eviction; feature_stores.MemoryStore). Disk:
+``cache_dir/<signature>/`` holds two raw fp16 files with one row per frame (``embedding.f16``,
+``hier.f16``: (T, C, h, w), memmap-compatible), a ``done.npy`` bitmap and ``meta.json`` (format
+version, weights signature, video identity, preprocessing, shapes). Rows are fsynced before their
+done bit is written, so an interrupted run leaves a valid partial cache that later runs resume.
+Different models or videos get different subfolders; a folder whose meta.json does not match (or
+``cache_dir`` pointing straight at such a folder) is refused with CacheMismatchError naming the key.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
-import time
-from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,9 +28,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from ..atomic import atomic_file
-from ..errors import CacheMismatchError, RefSAMError
+from ..errors import RefSAMError
 from ..modeling.refsam import FrameFeatures
+from .feature_stores import DiskStore, MemoryStore
 from .source import open_video
 
 FORMAT_VERSION = 1
@@ -53,107 +50,6 @@ def device_error(exc: BaseException, what: str) -> RefSAMError:
         return RefSAMError(f"out of memory while {what}; use a smaller batch size, fewer objects, "
                            f"or another device (--device cpu): {text}")
     return RefSAMError(f"{what} failed on the model device: {text}")
-
-
-class _DiskStore:
-    """The on-disk part: two raw fp16 files of (T, C, h, w) rows, a done bitmap, meta.json.
-
-    Rows are read and written with plain file I/O rather than a memory map, so a long video's
-    cache never stays mapped (resident) in this process. The done bitmap is persisted at most
-    once a second and on close; a bit lost to a crash only costs re-encoding that frame.
-    """
-
-    def __init__(self, folder: Path, meta: dict, num_frames: int, shape: tuple[int, int, int]):
-        self.folder = folder
-        self.done_path = folder / "done.npy"
-        self.row_bytes = int(np.prod(shape)) * 2
-        self.shape = shape
-        folder.mkdir(parents=True, exist_ok=True)
-        meta_path = folder / "meta.json"
-        size = num_frames * self.row_bytes
-        if meta_path.exists():
-            _check_meta(meta_path, meta)
-            for name in _FILES:
-                got = (folder / name).stat().st_size if (folder / name).exists() else -1
-                if got != size:
-                    raise CacheMismatchError(f"feature cache {folder}: {name} has {got} bytes, expected {size} "
-                                             f"(truncated or written by another version); delete the folder")
-            self.done = self._read_done(num_frames)
-        else:
-            self.done = np.zeros(num_frames, dtype=bool)
-            for name in _FILES:
-                with open(folder / name, "wb") as handle:
-                    handle.truncate(size)  # sparse: disk is used as frames are written
-            self._write_done()
-            with atomic_file(meta_path, mode="w") as handle:  # last: its presence means "files sized"
-                json.dump(meta, handle, indent=1)
-        self.files = [open(folder / name, "r+b", buffering=0) for name in _FILES]
-        self._saved = time.monotonic()
-        self._dirty = False
-
-    def _read_done(self, num_frames: int) -> np.ndarray:
-        try:
-            done = np.load(self.done_path)
-        except (OSError, ValueError) as exc:
-            raise CacheMismatchError(f"feature cache {self.folder}: done.npy is unreadable ({exc}); "
-                                     "delete the folder") from None
-        if done.shape != (num_frames,) or done.dtype != bool:
-            raise CacheMismatchError(f"feature cache {self.folder}: done.npy has shape {done.shape}, "
-                                     f"expected ({num_frames},); delete the folder")
-        return done.copy()
-
-    def _write_done(self) -> None:
-        with atomic_file(self.done_path) as handle:
-            np.save(handle, self.done)
-        self._saved = time.monotonic()
-        self._dirty = False
-
-    def flush(self) -> None:
-        """Persist done bits not yet on disk."""
-        if self._dirty:
-            self._write_done()
-
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        out = []
-        for handle in self.files:
-            row = np.empty(self.shape, np.float16)
-            handle.seek(i * self.row_bytes)
-            if handle.readinto(memoryview(row).cast("B")) != self.row_bytes:
-                raise CacheMismatchError(f"feature cache {self.folder}: frame {i} is truncated; delete the folder")
-            out.append(row)
-        return tuple(out)
-
-    def write(self, rows: list[int], embedding: np.ndarray, hier: np.ndarray) -> None:
-        for handle, values in zip(self.files, (embedding, hier)):
-            for j, i in enumerate(rows):
-                handle.seek(i * self.row_bytes)
-                handle.write(memoryview(np.ascontiguousarray(values[j], np.float16)).cast("B"))
-            os.fsync(handle.fileno())  # data on disk before the done bits that vouch for it
-        self.done[rows] = True
-        self._dirty = True
-        if time.monotonic() - self._saved > 1.0:
-            self._write_done()
-
-    def close(self) -> None:
-        if self.files:
-            self.flush()
-            for handle in self.files:
-                handle.close()
-            self.files = []
-
-
-def _check_meta(path: Path, want: dict) -> None:
-    try:
-        have = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CacheMismatchError(f"feature cache {path} is corrupt ({exc}); delete {path.parent}") from None
-    if not isinstance(have, dict):
-        raise CacheMismatchError(f"feature cache {path} is corrupt (not a JSON object); delete {path.parent}")
-    for key in want:
-        if have.get(key) != want[key]:
-            raise CacheMismatchError(
-                f"feature cache {path.parent} was written for a different {key}: cache has "
-                f"{have.get(key)!r}, this session needs {want[key]!r}; use another cache_dir or delete it")
 
 
 class FeatureCache:
@@ -179,11 +75,10 @@ class FeatureCache:
         height, width = self.source.height, self.source.width
         self.input_size = model.resized_size(height, width)
         self.original_size = (height, width)
-        self.frame_bytes = 2 * 2 * int(np.prod(self.shape))
         self.frames_encoded = 0
         self.encoder_calls = 0
-        self._memory: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._memory_bytes = 0
+        self._memory = MemoryStore(self.shape, self.max_bytes)
+        self.frame_bytes = self._memory.frame_bytes
         self._lock = threading.RLock()
         self.meta = {
             "format_version": FORMAT_VERSION,
@@ -200,7 +95,7 @@ class FeatureCache:
         self._disk = None
         if cache_dir is not None:
             self.folder = self._folder(Path(cache_dir).expanduser())
-            self._disk = _DiskStore(self.folder, self.meta, self.num_frames, self.shape)
+            self._disk = DiskStore(self.folder, self.meta, self.num_frames, self.shape)
 
     def _folder(self, root: Path) -> Path:
         # A folder that already is one cache (has meta.json) is used as is and checked; a root gets
@@ -223,7 +118,8 @@ class FeatureCache:
 
     @property
     def memory_bytes(self) -> int:
-        return self._memory_bytes
+        """Bytes of features held in memory (bounded by ``max_bytes``)."""
+        return self._memory.nbytes
 
     # ----------------------------------------------------------------- reading
     def get(self, i: int) -> FrameFeatures:
@@ -231,18 +127,16 @@ class FeatureCache:
         i = self._check(i)
         with self._lock:
             pair = self._memory.get(i)
-            if pair is not None:
-                self._memory.move_to_end(i)
-            elif self._disk is not None and self._disk.done[i]:
+            if pair is None and self._disk is not None and self._disk.done[i]:
                 pair = tuple(torch.from_numpy(a) for a in self._disk.read(i))
-                self._remember(i, pair)
-            else:
+                self._memory.put(i, *pair)
+            elif pair is None:
                 one = self.iter_features([i])
                 try:
                     return next(one)[1]
                 finally:
                     one.close()  # stops the source's read-ahead thread now, not at garbage collection
-        return self._features(pair)
+            return self._features(pair)  # copies out of the store while the lock is held
 
     def iter_features(self, order: Iterable[int]) -> Iterator[tuple[int, FrameFeatures]]:
         """Generator of (i, FrameFeatures) in ``order``, encoding missing frames in batches.
@@ -307,28 +201,16 @@ class FeatureCache:
         with self._lock:
             if self._disk is not None:
                 self._disk.write(rows, embedding.numpy(), hier.numpy())
-            out = {}
             for j, i in enumerate(rows):
-                pair = (embedding[j].clone(), hier[j].clone())  # own storage: evicting one frees it
-                self._remember(i, pair)
-                out[i] = pair
-        return out
+                self._memory.put(i, embedding[j], hier[j])
+        # The batch's own tensors, not store slots: a small store may reuse a slot before it is read.
+        return {i: (embedding[j], hier[j]) for j, i in enumerate(rows)}
 
     # ----------------------------------------------------------------- helpers
-    def _remember(self, i: int, pair) -> None:
-        if self.max_bytes < self.frame_bytes:
-            return
-        if i not in self._memory:
-            self._memory_bytes += self.frame_bytes
-        self._memory[i] = pair
-        self._memory.move_to_end(i)
-        while self._memory_bytes > self.max_bytes:
-            self._memory.popitem(last=False)
-            self._memory_bytes -= self.frame_bytes
-
     def _features(self, pair) -> FrameFeatures:
         device = self.model.device
-        embedding, hier = (t.to(device, non_blocking=True).float().unsqueeze(0) for t in pair)
+        # .float() makes a new tensor, so the result never aliases a store slot.
+        embedding, hier = (t.to(device).float().unsqueeze(0) for t in pair)
         return FrameFeatures(embedding, hier, self.input_size, self.original_size)
 
     def _check(self, i) -> int:
@@ -341,7 +223,6 @@ class FeatureCache:
     def clear_memory(self) -> None:
         with self._lock:
             self._memory.clear()
-            self._memory_bytes = 0
 
     def close(self) -> None:
         """Drop the memory cache and close the disk files (the video source stays open)."""

@@ -128,12 +128,15 @@ def test_declined_autosave_is_kept(make_napari_viewer, qtbot, mp4, tiny_model, m
     widget = open_with_widget(viewer, mp4, tiny_model)
     segment(qtbot, widget)
     viewer.close()
-    monkeypatch.setattr(RefSAMWidget, "auto_restore", False)
+    from qtpy.QtWidgets import QMessageBox
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.No)
     fresh = make_napari_viewer()
     widget2 = open_with_widget(fresh, mp4, tiny_model)
     qtbot.wait(50)
     folder = mp4.parent / "clip.mp4.refsam"
-    assert widget2.session is None
+    assert widget2.session is None and len(asked) == 1 and "Restore it?" in asked[0]
     assert not (folder / "session.npz").exists() and list(folder.glob("session-*.npz"))
 
 
@@ -151,3 +154,102 @@ def test_prompts_from_shapes_and_points(make_napari_viewer, qtbot, mp4, tiny_mod
     assert objects[2]["prompt"]["points"] is not None
     assert len(shapes.data) == 0 and len(points.data) == 1  # used prompts are consumed; frame 5's stays
     assert np.array_equal(widget.labels_layer.data, widget.session.labels)
+
+
+def test_switching_model_keeps_the_session(make_napari_viewer, qtbot, mp4, tiny_model, text_encoder):
+    import torch
+
+    from src_model.weights import load_refsam
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    paint_square(viewer, widget.labels_layer, 2, 1)
+    wait_idle(qtbot, widget)
+    labels, keyframes = np.array(widget.labels_layer.data), widget.session.keyframes
+    torch.manual_seed(1)
+    other = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
+    widget.set_model(other)
+    wait_idle(qtbot, widget)
+    assert widget.session.model is other
+    assert np.array_equal(widget.session.labels, labels) and np.array_equal(widget.labels_layer.data, labels)
+    assert widget.session.keyframes == keyframes
+    assert len(viewer.layers) == 2  # the same Labels layer, not a second one
+
+
+def test_sample_data_array_video_and_autosave_folder(make_napari_viewer, qtbot, tmp_path, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-refsam", "synthetic_referring_video")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    assert widget.autosave_file() is None  # an in-memory clip: nowhere to autosave by default
+    widget.autosave_edit.setText(str(tmp_path))
+    expressions = viewer.layers[0].metadata["refsam_expressions"]
+    segment(qtbot, widget, expressions[1][0])
+    assert widget.labels_layer.data.shape == viewer.layers[0].data.shape[:3]
+    assert np.array_equal(widget.labels_layer.data, widget.session.labels)
+    assert widget.autosave_file().is_file() and widget.autosave_file().is_relative_to(tmp_path)
+    assert viewer.dims.axis_labels == ("t", "y", "x")
+
+
+def test_paint_new_label_and_remove_object(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    before = np.array(widget.labels_layer.data)
+    paint_square(viewer, widget.labels_layer, 3, 7, centre=(10, 80), size=8)  # an id no object has
+    wait_idle(qtbot, widget)
+    objects = widget.session.objects
+    assert sorted(objects) == [1, 2] and objects[2]["kind"] == "prompt"
+    assert widget.session.keyframes[2] == [3]
+    layer = widget.labels_layer
+    assert 7 not in np.asarray(layer.data[3]) and (np.asarray(layer.data[3]) == 2).any()
+    assert np.array_equal(layer.data, widget.session.labels)
+
+    widget.objects.selectRow(1)
+    assert widget.remove_object()
+    wait_idle(qtbot, widget)
+    assert sorted(widget.session.objects) == [1] and not (np.asarray(layer.data) == 2).any()
+    assert np.array_equal(layer.data, widget.session.labels)
+    assert np.array_equal(layer.data[4:], before[4:])  # the new object lived on frame 3 only
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    assert sorted(widget.session.objects) == [1, 2] and (np.asarray(layer.data[3]) == 2).any()
+
+
+def test_paint_during_a_run_becomes_a_correction_after_it(make_napari_viewer, qtbot, long_mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    painted = {}
+
+    def paint_once(item):
+        if item[0] == "frame" and item[1] == 3 and not painted:
+            paint_square(viewer, widget.labels_layer, 30, 1, size=10)
+            painted["frame"] = None
+
+    assert widget.segment(TEXT)
+    widget._worker.yielded.connect(paint_once)
+    qtbot.waitUntil(lambda: "frame" in painted, timeout=60_000)
+    qtbot.wait(20)  # napari writes the stroke's pixels right after its paint event
+    expected = np.array(widget.labels_layer.data[30])
+    wait_idle(qtbot, widget)
+    assert 30 in widget.session.keyframes[1]
+    assert np.array_equal(widget.labels_layer.data[30], expected)  # the run did not overwrite it
+    assert np.array_equal(widget.labels_layer.data, widget.session.labels)
+
+
+def test_switching_videos_keeps_each_session(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    first_session, first_labels = widget.session, widget.labels_layer
+    viewer.open_sample("napari-refsam", "synthetic_referring_video")
+    sample = viewer.layers["Synthetic referring video"]
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(sample))
+    assert widget.session is None and widget.objects.object_ids() == []
+    segment(qtbot, widget, "the cobalt oval")
+    assert widget.session is not first_session and widget.labels_layer is not first_labels
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["clip"]))
+    assert widget.session is first_session and widget.labels_layer is first_labels
+    assert widget.objects.object_ids() == [1]
+    assert np.array_equal(first_labels.data, first_session.labels)
