@@ -51,10 +51,9 @@ def run_job(body, result: JobResult, token: CancelToken):
     from src_model.errors import CancelledError
 
     try:
-        gen = body
         while True:
             try:
-                item = next(gen)
+                item = next(body)
             except StopIteration as stop:
                 result.value = stop.value
                 break

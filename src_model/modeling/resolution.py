@@ -1,9 +1,10 @@
 """Running SAM's encoder at another input size (issue 7: the CPU speed/quality option).
 
 SAM ViT-B at 1024 px costs ~0.5 TMAC per frame, and its global-attention blocks grow with the
-square of the token count. At 512 px the encoder sees 4x fewer tokens (about 4-5x less time on
-CPU), at 768 px about 2x fewer; the embedding grid shrinks with it (64 -> 32 or 48 cells), so
-masks lose fine detail and small objects (a 16-px object becomes one embedding cell at 512).
+square of the token count. At 512 px the encoder sees 4x fewer tokens, at 768 px 1.8x fewer
+(measured on the dev CPU: ViT-B 22 s -> 4.7 s / 8.8 s per frame, BENCHMARKS.md); the embedding
+grid shrinks with it (64 -> 32 or 48 cells), so masks lose fine detail and small objects (a 32-px
+object at 1024 covers one embedding cell at 512).
 
 Nothing in the state dict changes: the absolute position embedding is resized on the fly
 (bicubic, as ViTDet/SAM fine-tuning code does) and the global blocks' relative-position tables are

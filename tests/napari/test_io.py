@@ -75,3 +75,13 @@ def test_sample_data(make_napari_viewer):
     assert layer.name == "Synthetic referring video" and layer.rgb and layer.data.ndim == 4
     expressions = layer.metadata[EXPRESSIONS_KEY]
     assert expressions and all(isinstance(t, str) for texts in expressions.values() for t in texts)
+
+
+def test_widget_is_in_the_plugins_and_layers_menus(make_napari_viewer):
+    from napari._app_model import get_app_model
+
+    make_napari_viewer()
+    menus = get_app_model().menus
+    for menu in ("napari/plugins", "napari/layers/segment", "napari/layers/track"):
+        ids = [item.command.id for item in menus.get_menu(menu) if hasattr(item, "command")]
+        assert "napari-refsam.make_widget" in ids, menu
