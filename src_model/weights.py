@@ -118,7 +118,7 @@ def build_text_encoder(name):
 def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | None = None,
                 sam_checkpoint: str | os.PathLike | None = None, text_encoder=None,
                 device: str | torch.device | None = "auto", text_dim: int | None = None,
-                fast: bool = True, image_size: int | None = None):
+                fast: bool = True, image_size: int | None = None, bf16: bool | str = "auto"):
     """Build a RefSAM model (DESIGN.md "Public API").
 
     weights: "default" (the bundled model), a path to RefSAM .safetensors, or None for a fresh model
@@ -126,6 +126,8 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
     text_encoder: a name/folder, an already built TextEncoder, False for none, or None for the
     weights' own encoder (MiniLM for fresh models).
     fast: SDPA attention in the image encoder (same results; ``model.enable_fast_attention``).
+    bf16: run the image encoder under bf16 autocast: "auto" = on for CUDA GPUs that have fast bf16
+    (and CPUs with AVX512-BF16/AMX only when True is passed: their speed-up varies); features are fp32.
     image_size: run the encoder at this input size instead of the native one (e.g. 512 for ViT-B
     on CPU; a speed/quality trade-off, ``model.set_image_size``).
     """
@@ -173,6 +175,9 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
         model.heads_trained = False
     model = model.to(resolve_device(device)).eval()
     model.enable_fast_attention(fast)
+    if bf16 == "auto":
+        bf16 = "auto" if model.device.type == "cuda" else False
+    model.enable_bf16(bf16)
     if image_size is not None:
         model.set_image_size(image_size)
     return model

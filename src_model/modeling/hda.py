@@ -32,9 +32,13 @@ class DenseAttention(nn.Module):
         self.proj = nn.Conv2d(2 * dim, dim, kernel_size=1)
         self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(self, grid: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """grid (B, C, H, W), keys (B, N, C), key_mask (B, N) bool -> (B, C, H, W)."""
-        g = F.normalize(grid, dim=1)
+    def forward(self, grid: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor,
+                normalized: bool = False) -> torch.Tensor:
+        """grid (B, C, H, W), keys (B, N, C), key_mask (B, N) bool -> (B, C, H, W).
+
+        normalized: the grid is already unit-norm per pixel (F̄), so it is not normalised again.
+        """
+        g = grid if normalized else F.normalize(grid, dim=1)
         logits = torch.einsum("bchw,bnc->bhwn", g, keys) * self.scale
         logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         attended = torch.einsum("bhwn,bnc->bchw", logits.softmax(dim=-1), keys)
@@ -60,6 +64,6 @@ class HierarchicalDenseAttention(nn.Module):
     def forward(self, neck_normed: torch.Tensor, hier: torch.Tensor, keys: torch.Tensor,
                 key_mask: torch.Tensor) -> torch.Tensor:
         """F̄ (B, C, H, W), F_h (B, C, H, W), K (B, N+1, C), mask (B, N+1) -> D (B, C, H, W)."""
-        d_neck = self.neck_attention(neck_normed, keys, key_mask)
+        d_neck = self.neck_attention(neck_normed, keys, key_mask, normalized=True)
         d_hier = self.hier_attention(hier, keys, key_mask)
         return self.mix * d_neck + (1.0 - self.mix) * d_hier

@@ -334,6 +334,22 @@ class RefSAM(nn.Module):
         return F.interpolate(x, original_size, mode="bilinear", align_corners=False)[:, 0]
 
     # ----------------------------------------------------------------- decoding
+    def dense_pe(self) -> torch.Tensor:
+        """SAM's dense positional encoding (1, C, h, w), cached: it depends only on a buffer and the grid.
+
+        The key includes the buffer's version counter, so loading weights invalidates it.
+        """
+        pe = self.sam.prompt_encoder
+        gaussian = pe.pe_layer.positional_encoding_gaussian_matrix
+        key = (gaussian.device, gaussian._version, gaussian.data_ptr(), tuple(pe.image_embedding_size))
+        cached = getattr(self, "_dense_pe_cache", None)
+        if cached is None or cached[0] != key or torch.is_grad_enabled():
+            value = pe.get_dense_pe()
+            if torch.is_grad_enabled():
+                return value
+            self._dense_pe_cache = cached = (key, value)
+        return cached[1]
+
     def decode(self, features: FrameFeatures, text: TextPrompt | None = None, track: torch.Tensor | None = None,
                mask_prompt: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                points: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -373,11 +389,11 @@ class RefSAM(nn.Module):
             valid = torch.ones(batch, dtype=torch.bool, device=track.device) if track_valid is None else track_valid
             masks.append(valid.view(batch, 1))
         prompt_tokens = torch.cat(tokens, dim=1)
-        prompt_mask = torch.cat(masks, dim=1)
-        if bool(prompt_mask.all()):
-            prompt_mask = None  # no padding: exactly SAM's computation
+        # Decided on the host (no device sync): only words and an optional track token can be
+        # padding; box/point prompts alone are exactly SAM's computation, without a mask.
+        prompt_mask = torch.cat(masks, dim=1) if text is not None or track_valid is not None else None
         logits, iou, mask_token = predict_masks(
-            self.sam.mask_decoder, src, pe.get_dense_pe(), prompt_tokens, prompt_mask
+            self.sam.mask_decoder, src, self.dense_pe(), prompt_tokens, prompt_mask
         )
         if track is not None and track_valid is not None:
             previous = track * track_valid.view(-1, 1).to(track.dtype)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -186,10 +185,10 @@ class FeatureCache:
             todo.pop(0)
             rows.append(i)
             images.append(frame)
-        device = self.model.device
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
         try:
-            with torch.inference_mode(), autocast:
+            # bf16 is the model's own setting (load_refsam turns it on for CUDA): the encoder runs
+            # under autocast and hands back fp32, so the HDA projection stays in fp32.
+            with torch.inference_mode():
                 feats = self.model.encode_frames(np.stack(images))
                 embedding = feats.embedding.to(torch.float16).cpu()
                 hier = feats.hier.to(torch.float16).cpu()
