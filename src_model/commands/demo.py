@@ -92,51 +92,6 @@ def run_headless(model, out: Path) -> dict:
     return {"texts": texts, "scores": scores, "summary": summarize(scores)}
 
 
-class DemoDriver:
-    """Feeds the sample expressions to the RefSAM widget one at a time (it runs one job at a time)."""
-
-    def __init__(self, widget, texts: list[str]) -> None:
-        from qtpy.QtCore import QTimer
-
-        self.widget, self.queue, self.started = widget, list(texts), []
-        self.timer = QTimer()
-        self.timer.timeout.connect(self.step)
-        self.timer.start(200)
-
-    @property
-    def done(self) -> bool:
-        return not self.queue and not self.widget.is_busy
-
-    def step(self) -> None:
-        if self.widget.is_busy:
-            return
-        if not self.queue:
-            self.timer.stop()
-            return
-        text = self.queue.pop(0)
-        self.started.append(text)
-        self.widget.segment(text)
-
-
-def open_demo(viewer, model) -> DemoDriver:
-    """Put the sample video, the RefSAM dock widget and ``model`` into ``viewer``; start segmenting."""
-    viewer.open_sample("napari-refsam", "synthetic_referring_video")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
-    widget.set_model(model)
-    return DemoDriver(widget, list(sample_expressions(sample_clip()).values()))
-
-
-def run_gui(model) -> int:
-    """napari with the sample, the RefSAM dock widget and ``model``; segments each expression."""
-    import napari
-
-    viewer = napari.Viewer(title="RefSAM demo")
-    driver = open_demo(viewer, model)  # holds the timer that feeds the expressions
-    napari.run()
-    driver.timer.stop()
-    return 0
-
-
 def run(args) -> int:
     from ..weights import load_refsam
 
@@ -146,6 +101,9 @@ def run(args) -> int:
     start = time.time()
     model = load_refsam(args.model, device=args.device)
     if not headless:
+        # The viewer part lives in the plugin package: src_model itself never imports Qt/napari.
+        from napari_refsam._demo import run_gui
+
         return run_gui(model)
     result = run_headless(model, Path(args.out))
     for gt, text in result["texts"].items():

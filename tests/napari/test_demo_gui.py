@@ -8,7 +8,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_demo_segments_every_sample_expression(make_napari_viewer, qtbot, tiny_model):
-    from src_model.commands.demo import open_demo, sample_clip, sample_expressions
+    from napari_refsam._demo import open_demo, sample_clip, sample_expressions
 
     viewer = make_napari_viewer()
     driver = open_demo(viewer, tiny_model)
