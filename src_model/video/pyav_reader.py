@@ -1,0 +1,179 @@
+"""Video files through PyAV: one decoder kept open, exact seeks from a one-time packet index.
+
+Split from readers.py (same reader surface: path, name, num_frames, frame_shape, dtype, read, close).
+"""
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+import numpy as np
+
+from src_model.errors import VideoReadError
+
+class PyAVReader:
+    """A video file decoded with PyAV, with cheap sequential and exact random access.
+
+    At open, the packets are demuxed once without decoding (fast: no pixel work) to get the true
+    frame count (``stream.frames`` is 0 for mkv/webm and can be wrong) and the sorted presentation
+    timestamps, so frame index <-> pts is exact. One decoder stays open: a request at or shortly
+    after the current position decodes forward; a backward jump, or a jump past a later keyframe,
+    seeks to the keyframe at or before the target and decodes forward to the target's pts.
+    A packet the decoder rejects is skipped, so one corrupt frame does not hide the ones after it.
+    """
+
+    def __init__(self, path: Path):
+        import av
+
+        self._av = av
+        self.path = path
+        self.name = path.stem
+        try:
+            self._container = av.open(str(path), mode="r")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise VideoReadError(f"cannot open video '{path}': {exc}") from exc
+        try:
+            self._setup()
+        except Exception:
+            self._container.close()
+            raise
+
+    def _setup(self) -> None:
+        av = self._av
+        if not self._container.streams.video:
+            raise VideoReadError(f"video '{self.path}' has no video stream")
+        stream = self._stream = self._container.streams.video[0]
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        if not self.width or not self.height:
+            raise VideoReadError(
+                f"video '{self.path}': frame size unknown ({self.width}x{self.height})")
+        stamps, keys = [], []
+        try:
+            for packet in self._container.demux(stream):
+                if packet.size == 0:  # the empty flush packet at the end carries no frame
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                stamps.append(stamp)
+                if packet.is_keyframe:
+                    keys.append(stamp)
+        except av.error.FFmpegError:
+            pass  # truncated/corrupt past this point: the frames demuxed so far are what exists
+        if not stamps:
+            raise VideoReadError(f"video '{self.path}' has no frames")
+        self.num_frames = len(stamps)
+        self.frame_shape = (self.height, self.width, 3)
+        self.dtype = np.dtype(np.uint8)
+        # Exact mode needs a unique pts per frame; otherwise frames are counted from the start.
+        self._exact = None not in stamps and len(set(stamps)) == len(stamps)
+        if self._exact:
+            self._pts = sorted(stamps)
+            self._index_of = {p: k for k, p in enumerate(self._pts)}
+            self._keys = sorted(self._index_of[p] for p in keys) or [0]
+        self._frames = None  # decoded-frame iterator, positioned at self._next
+        self._next = None    # index of the next frame the iterator yields (None: unknown)
+        self._matched = False  # a decoded frame's pts has matched a packet's pts
+
+    # -- decoding
+    def _decode(self):
+        """Frames from the current container position on; skips packets the decoder rejects."""
+        av, stream = self._av, self._stream
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                packet = None  # demuxing broke (truncated file): flush what the decoder holds
+            try:
+                frames = stream.decode(packet)
+            except av.error.FFmpegError:
+                continue
+            yield from frames
+            if packet is None:
+                return
+
+    def _seek(self, index: int) -> None:
+        """Position the decoder at the keyframe at or before frame ``index``."""
+        if self._exact:
+            key = self._keys[max(0, bisect.bisect_right(self._keys, index) - 1)]
+            offset = self._pts[min(key, index)]
+        else:
+            offset = None
+        try:
+            if offset is None:
+                self._container.seek(0)
+            else:
+                self._container.seek(offset, stream=self._stream, backward=True, any_frame=False)
+        except self._av.error.FFmpegError:
+            self._container.close()  # not seekable: start over from a fresh open
+            self._container = self._av.open(str(self.path), mode="r")
+            self._stream = self._container.streams.video[0]
+        self._frames = self._decode()
+        self._next = None if self._exact else 0
+
+    def read(self, i: int) -> np.ndarray:
+        if not self._exact:
+            return self._read_counting(i)
+        # Seek on a backward jump, an unknown position, or when a keyframe lies between the current
+        # position and the target (decoding from it is shorter than decoding everything between).
+        nearest_key = self._keys[max(0, bisect.bisect_right(self._keys, i) - 1)]
+        if self._next is None or i < self._next or nearest_key > self._next:
+            self._seek(i)
+        restarted = False
+        while True:
+            previous = None if self._next is None else self._next - 1  # last frame decoded
+            for frame in self._frames:
+                index = self._index_of.get(frame.pts)
+                if index is None:
+                    if self._matched:  # one odd frame (e.g. concealed corruption): skip it
+                        continue
+                    # The decoder's timestamps never match the packets': count frames instead.
+                    self._exact, self._next = False, None
+                    return self._read_counting(i)
+                self._matched = True
+                self._next = index + 1
+                if index == i:
+                    return self._to_rgb(frame)
+                if index > i:
+                    if previous is None and not restarted:
+                        break  # the seek landed past the target: retry from the very start
+                    self._next = None
+                    raise VideoReadError(
+                        f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded "
+                        f"(corrupt or missing; the decoder went from {_frame(previous)} to frame {index})")
+                previous = index
+            else:
+                self._next = None
+                raise VideoReadError(
+                    f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded: the data "
+                    f"ends or is corrupt after {_frame(previous)} (truncated or damaged file)")
+            restarted = True
+            self._container.seek(self._pts[0], stream=self._stream, backward=True, any_frame=False)
+            self._frames, self._next = self._decode(), None
+
+    def _read_counting(self, i: int) -> np.ndarray:
+        if self._next is None or i < self._next:
+            self._exact = False
+            self._seek(0)
+        for frame in self._frames:
+            self._next += 1
+            if self._next - 1 == i:
+                return self._to_rgb(frame)
+        last = self._next - 1
+        self._next = None
+        raise VideoReadError(
+            f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded: the data ends "
+            f"or is corrupt after {_frame(last)} (truncated or damaged file)")
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
+        return frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+
+    def close(self) -> None:
+        self._frames = None
+        self._container.close()
+
+
+def _frame(index) -> str:
+    return "the seek point (no frame decoded)" if index is None or index < 0 else f"frame {index}"
