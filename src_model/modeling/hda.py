@@ -30,7 +30,11 @@ class DenseAttention(nn.Module):
     def __init__(self, dim: int = 256) -> None:
         super().__init__()
         self.proj = nn.Conv2d(2 * dim, dim, kernel_size=1)
-        self.scale = 1.0 / math.sqrt(dim)
+        # [ours] A learnable temperature (as a log, so it stays positive), initialised to the
+        # spec's 1/sqrt(C). Unit-norm pixels and keys give scores within +-1/sqrt(C), so with a
+        # fixed scale the softmax over the words is nearly uniform and cannot pick a word per pixel.
+        # Weights saved before it existed load unchanged (the parameter keeps its initial value).
+        self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(dim)))
 
     def forward(self, grid: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor,
                 normalized: bool = False) -> torch.Tensor:
@@ -39,7 +43,7 @@ class DenseAttention(nn.Module):
         normalized: the grid is already unit-norm per pixel (F̄), so it is not normalised again.
         """
         g = grid if normalized else F.normalize(grid, dim=1)
-        logits = torch.einsum("bchw,bnc->bhwn", g, keys) * self.scale
+        logits = torch.einsum("bchw,bnc->bhwn", g, keys) * self.log_scale.exp()
         logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         attended = torch.einsum("bhwn,bnc->bchw", logits.softmax(dim=-1), keys)
         return self.proj(torch.cat([g, attended], dim=1))
