@@ -87,26 +87,19 @@ def write_tiff(
             }
             if fps:
                 ij_meta.update(fps=float(fps), finterval=1.0 / float(fps))
-            tifffile.imwrite(
-                tmp,
-                frames_as(labels, dtype),
-                shape=shape,
-                dtype=dtype,
-                photometric="minisblack",
-                imagej=True,
-                metadata=ij_meta,
-            )
+            # ImageJ has no uint32: larger ids get a plain TIFF (BigTIFF past 4 GiB).
+            format_options = {"imagej": True, "metadata": ij_meta}
         else:
-            tifffile.imwrite(
-                tmp,
-                frames_as(labels, dtype),
-                shape=shape,
-                dtype=dtype,
-                # Explicit: tifffile would take a 3- or 4-frame video for one RGB(A) image.
-                photometric="minisblack",
-                bigtiff=nbytes > _CLASSIC_LIMIT,
-                metadata={"axes": "TYX", META_KEY: meta},
-            )
+            format_options = {"bigtiff": nbytes > _CLASSIC_LIMIT, "metadata": {"axes": "TYX", META_KEY: meta}}
+        tifffile.imwrite(
+            tmp,
+            frames_as(labels, dtype),
+            shape=shape,
+            dtype=dtype,
+            # Explicit: tifffile would take a 3- or 4-frame video for one RGB(A) image.
+            photometric="minisblack",
+            **format_options,
+        )
     return Path(path)
 
 
