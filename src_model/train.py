@@ -53,6 +53,7 @@ class TrainOptions:
     batch_size: int = 2
     accum: int = 1
     num_frames: int = 3
+    objects_per_clip: int = 1
     size: int | None = None
     image_size: int | None = None
     synthetic_size: int = 128
@@ -141,12 +142,14 @@ def build_dataset(opts: TrainOptions):
         from .data.synthetic_stream import SyntheticClipDataset
 
         return SyntheticClipDataset(num_frames=opts.num_frames, clip_frames=opts.synthetic_frames,
-                                    size=opts.synthetic_size, seed=opts.seed)
+                                    size=opts.synthetic_size, seed=opts.seed,
+                                    objects_per_clip=opts.objects_per_clip)
     from .data.loader import RefClipDataset
 
     if not Path(opts.data).is_dir():
         raise FileNotFoundError(f"--data {opts.data}: no such folder (or use --data synthetic)")
-    dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed)
+    dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed,
+                             objects_per_clip=opts.objects_per_clip)
     if len(dataset) == 0:
         raise ValueError(f"--data {opts.data}: no expressions with object ids to train on")
     return dataset
@@ -331,7 +334,8 @@ def train(opts: TrainOptions, model=None) -> dict:
             words, word_mask = texts(batch["text"], device)
             with autocast:
                 losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
-                                              opts.prompt_dropout, opts.keyframe_prob, generator)
+                                              opts.prompt_dropout, opts.keyframe_prob, generator,
+                                              clip_of_row=batch["clip"])
             (losses["loss"] / opts.accum).backward()
             with torch.no_grad():
                 pred, gt = logits > 0, batch["masks"].to(logits.device)

@@ -82,17 +82,24 @@ def decode_rows(model, features: FrameFeatures, text: TextPrompt, track, prompts
 
 
 def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
-                 prompt_dropout: float, keyframe_prob: float, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
-    """Loss of B clips decoded online with the track token carried (not detached) over the frames.
+                 prompt_dropout: float, keyframe_prob: float, generator: torch.Generator,
+                 clip_of_row: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    """Loss of R rows (object + expression) of B clips, decoded online with the track token
+    carried (not detached) over the frames. Each clip is encoded once, whatever its rows.
 
-    frames uint8 (B, T, H, W, 3), masks bool (B, T, H, W), words (B, N, D) / word_mask (B, N) from
-    the text encoder -> (losses of ``mask_losses``, frame logits (B, T, H, W)).
+    frames uint8 (B, T, H, W, 3), masks bool (R, T, H, W), words (R, N, D) / word_mask (R, N)
+    from the text encoder, clip_of_row (R,) the clip of each row (default: row i is clip i)
+    -> (losses of ``mask_losses``, frame logits (R, T, H, W)).
     """
     b, t, h, w = masks.shape
-    images, input_size, original_size = model.preprocess(frames.reshape(b * t, h, w, 3))
+    clips = frames.shape[0]
+    images, input_size, original_size = model.preprocess(frames.reshape(clips * t, h, w, 3))
     embedding, hier = model.encode_images(images)
-    embedding = embedding.view(b, t, *embedding.shape[1:])
-    hier = hier.view(b, t, *hier.shape[1:])
+    embedding = embedding.view(clips, t, *embedding.shape[1:])
+    hier = hier.view(clips, t, *hier.shape[1:])
+    if clip_of_row is not None:
+        rows = clip_of_row.to(embedding.device)
+        embedding, hier = embedding[rows], hier[rows]
     text = model.project_text(words, word_mask)
     masks = masks.to(model.device)
     track, logits = None, []

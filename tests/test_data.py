@@ -332,3 +332,54 @@ def test_augmented_items_deterministic_and_collate(synth_root):
     with pytest.raises(ValueError, match="size"):
         native = RefClipDataset(synth_root, augment=False)
         collate([native[0], {**native[0], "frames": native[0]["frames"][:, :10]}])
+
+
+def test_items_with_several_objects_of_one_clip(synth_root):
+    plain = RefClipDataset(synth_root, augment=False)
+    grouped = RefClipDataset(synth_root, augment=False, objects_per_clip=3)
+    seen_groups = 0
+    for i in range(len(grouped)):
+        one, item = plain[i], grouped[i]
+        video = grouped.videos[item["video"]]
+        ids = item["obj_id"]
+        # The item's own expression comes first, then distinct other objects of the same video.
+        assert ids[0] == one["obj_id"] and item["text"][0] == one["text"]
+        assert len(set(ids)) == len(ids) == min(3, len(video.object_ids))
+        labels = video.load_labels(item["frame_indices"])
+        assert item["masks"].shape == (len(ids), 3, 64, 80)
+        for row, obj in enumerate(ids):
+            assert np.array_equal(item["masks"][row].numpy(), labels == obj)
+            assert item["text"][row] in video.texts(obj)
+        seen_groups += len(ids) > 1
+    assert seen_groups == len(grouped)
+    # Augmented: one flip for all rows, and the crop keeps every object of the item in view.
+    augmented = RefClipDataset(synth_root, augment=True, size=48, seed=2, objects_per_clip=4)
+    single = RefClipDataset(synth_root, augment=True, size=48, seed=2)[2]
+    batch = collate([augmented[0], augmented[5], single])
+    rows = [len(augmented[0]["obj_id"]), len(augmented[5]["obj_id"]), 1]
+    assert batch["frames"].shape[0] == 3
+    assert batch["clip"].tolist() == [c for c, n in enumerate(rows) for _ in range(n)]
+    assert batch["masks"].shape[0] == len(batch["text"]) == len(batch["obj_id"]) == sum(rows)
+    for i in range(len(augmented)):
+        item = augmented[i]
+        labels = augmented.videos[item["video"]].load_labels(item["frame_indices"])
+        for row, obj in enumerate(item["obj_id"]):
+            if (labels == obj).any():
+                assert item["masks"][row].any()
+    with pytest.raises(ValueError, match="objects_per_clip"):
+        RefClipDataset(synth_root, objects_per_clip=0)
+
+
+def test_streamed_synthetic_items_with_several_objects():
+    from src_model.data import synthetic_stream
+
+    ds = synthetic_stream.SyntheticClipDataset(num_frames=3, clip_frames=6, size=64, seed=4, objects_per_clip=5)
+    for i in range(4):
+        item = ds[i]
+        clip = generate_clip(synthetic_stream._STREAM_OFFSET + 4 * 10_000_000 + i, num_frames=6, size=(64, 64))
+        ids = item["obj_id"]
+        assert sorted(ids) == sorted(clip.objects)  # five asked for: every object of the clip, once
+        assert item["masks"].shape == (len(ids), 3, 64, 64) and len(item["text"]) == len(ids)
+        for row, obj in enumerate(ids):
+            assert np.array_equal(item["masks"][row].numpy(), clip.labels[item["frame_indices"]] == obj)
+            assert item["text"][row] in clip.objects[obj]["expressions"]

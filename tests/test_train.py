@@ -220,3 +220,35 @@ def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path):
     assert (out / "rank0.txt").read_text() == (out / "rank1.txt").read_text()
     with open(out / "train_log.csv") as handle:  # written once, by rank 0
         assert [r["step"] for r in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_rows_sharing_a_clip_decode_like_separate_clips(tiny_model):
+    """clip_forward with several objects per clip (the clip encoded once) gives each row the
+    logits it gets when its clip is passed on its own, row by row."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.train_clip import TextCache, clip_forward
+
+    clip = generate_clip(5, num_frames=3, size=(64, 64), num_objects=3)
+    frames = torch.from_numpy(clip.frames)[None]
+    ids = sorted(clip.objects)
+    masks = torch.stack([torch.from_numpy(clip.labels == o) for o in ids])
+    texts = [clip.objects[o]["expressions"][0] for o in ids]
+    words, word_mask = TextCache(tiny_model.text_encoder)(texts, tiny_model.device)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        _, grouped = clip_forward(tiny_model, frames, masks, words, word_mask, 0.0, 0.0, generator,
+                                  clip_of_row=torch.zeros(len(ids), dtype=torch.long))
+        for row in range(len(ids)):
+            _, alone = clip_forward(tiny_model, frames, masks[row:row + 1], words[row:row + 1],
+                                    word_mask[row:row + 1], 0.0, 0.0, generator)
+            torch.testing.assert_close(grouped[row], alone[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(grouped[0], grouped[1])  # different words, different masks
+
+
+def test_training_with_several_objects_per_clip(tmp_path, text_encoder):
+    from src_model.weights import load_refsam
+
+    torch.manual_seed(0)
+    model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
+    result = train(_options(tmp_path, batch_size=2, objects_per_clip=3), model=model)
+    assert result["step"] == 2 and math.isfinite(result["loss_last"])

@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="clips per micro-batch (per process)")
     parser.add_argument("--accum", type=int, default=1, help="micro-batches per optimiser step")
     parser.add_argument("--num-frames", type=int, default=3, help="frames per training clip")
+    parser.add_argument("--objects-per-clip", type=int, default=1,
+                        help="train on up to N objects of each clip at once (one expression each): the clip "
+                             "is encoded once and the words must tell its objects apart")
     parser.add_argument("--size", type=int, default=None, help="resize clips of --data to SIZE x SIZE")
     parser.add_argument("--image-size", type=int, default=None,
                         help="native encoder input size of a fresh model (default: the preset's; e.g. 128 for 128-px clips)")
@@ -67,6 +70,7 @@ def options_from_args(args):
         data=args.data, split=args.split, out=args.out, preset=args.preset, weights=args.weights,
         sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder, from_scratch=args.from_scratch,
         steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size, accum=args.accum, num_frames=args.num_frames,
+        objects_per_clip=args.objects_per_clip,
         size=args.size, image_size=args.image_size, lr=args.lr, synthetic_size=args.synthetic_size, synthetic_frames=args.synthetic_frames,
         lrs={part: getattr(args, f"lr_{part}") for part in _LR_FLAGS}, weight_decay=args.weight_decay,
         warmup=args.warmup, schedule=args.schedule, clip_grad=args.clip_grad,

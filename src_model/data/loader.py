@@ -102,18 +102,27 @@ def resize_clip(frames: torch.Tensor, masks: torch.Tensor, size: tuple[int, int]
 class RefClipDataset(Dataset):
     """Training items, one per (video, expression) of a Ref-YouTube-VOS-style dataset.
 
+    objects_per_clip G > 1 adds up to G - 1 other objects of the same video (one expression
+    each) to every item, so the model is trained to tell the objects of one clip apart by their
+    words, and the image encoder runs once for all of them. Then masks is (G', T, H, W) and
+    text, obj_id, exp_id are lists, the item's own expression first.
+
     item: {"frames": uint8 (T, H, W, 3), "masks": bool (T, H, W), "text": str, "video": str,
     "obj_id": int, "exp_id": str, "frame_indices": [int], "flipped": bool}.
     size: output (H, W) (an int means square); None keeps each video's own size.
     """
 
     def __init__(self, root, split: str | None = None, num_frames: int = 3, size=None,
-                 augment: bool = True, seed: int = 0, min_crop: float = 0.7, flip_prob: float = 0.5):
+                 augment: bool = True, seed: int = 0, min_crop: float = 0.7, flip_prob: float = 0.5,
+                 objects_per_clip: int = 1):
         self.videos: dict[str, RefVideo] = read_dataset(root, split)
         self.num_frames = int(num_frames)
         self.size = None if size is None else ((int(size), int(size)) if np.isscalar(size) else tuple(map(int, size)))
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.min_crop, self.flip_prob = float(min_crop), float(flip_prob)
+        if objects_per_clip < 1:
+            raise ValueError(f"objects_per_clip must be >= 1, got {objects_per_clip}")
+        self.objects_per_clip = int(objects_per_clip)
         # Expressions without an object id (valid/test splits) cannot be trained on.
         self.items = [(name, exp_id, text, obj) for name, video in self.videos.items()
                       for exp_id, text, obj in video.expressions if obj is not None]
@@ -125,6 +134,18 @@ class RefClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _partners(self, video: RefVideo, obj: int, rng: np.random.Generator) -> list[tuple[str, str, int]]:
+        """Up to objects_per_clip - 1 other objects of the same video, one random expression each."""
+        others = [o for o in video.object_ids if o != obj]
+        count = min(self.objects_per_clip - 1, len(others))
+        if count == 0:
+            return []
+        rows = []
+        for other in rng.choice(others, size=count, replace=False):
+            choices = [(e, t, o) for e, t, o in video.expressions if o == int(other)]
+            rows.append(choices[int(rng.integers(len(choices)))])
+        return rows
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for {len(self.items)} items")
@@ -132,33 +153,55 @@ class RefClipDataset(Dataset):
         video = self.videos[name]
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
         indices = sample_frame_indices(rng, len(video), self.num_frames)
+        rows = [(exp_id, text, obj)] + self._partners(video, obj, rng)
         frames = video.load_frames(indices)
-        masks = video.load_labels(indices) == obj
+        labels = video.load_labels(indices)
+        masks = np.stack([labels == o for _, _, o in rows])  # (G, T, H, W)
+        texts = [t for _, t, _ in rows]
         flipped, out_size = False, self.size
         if self.augment:
             out_size = self.size or frames.shape[1:3]  # crops are resized back to a fixed size
             frames = np.stack([colour_jitter(f, rng) for f in frames])
             if rng.random() < self.flip_prob:
-                frames, masks, text, flipped = frames[:, :, ::-1], masks[:, :, ::-1], swap_left_right(text), True
-            y0, x0, ch, cw = _crop_box(rng, masks, self.min_crop)
-            frames, masks = frames[:, y0:y0 + ch, x0:x0 + cw], masks[:, y0:y0 + ch, x0:x0 + cw]
+                frames, masks, flipped = frames[:, :, ::-1], masks[..., ::-1], True
+                texts = [swap_left_right(t) for t in texts]
+            # The crop keeps every object of the item in view.
+            y0, x0, ch, cw = _crop_box(rng, masks.reshape(-1, *masks.shape[2:]), self.min_crop)
+            frames, masks = frames[:, y0:y0 + ch, x0:x0 + cw], masks[..., y0:y0 + ch, x0:x0 + cw]
         frames_t = torch.from_numpy(np.ascontiguousarray(frames))
         masks_t = torch.from_numpy(np.ascontiguousarray(masks))
         if out_size is not None:
-            frames_t, masks_t = resize_clip(frames_t, masks_t, out_size)
-        return {"frames": frames_t, "masks": masks_t, "text": text, "video": name, "obj_id": int(obj),
-                "exp_id": exp_id, "frame_indices": [int(i) for i in indices], "flipped": flipped}
+            g = masks_t.shape[0]
+            frames_t, flat = resize_clip(frames_t, masks_t.flatten(0, 1), out_size)
+            masks_t = flat.view(g, -1, *flat.shape[1:])
+        item = {"frames": frames_t, "video": name, "frame_indices": [int(i) for i in indices], "flipped": flipped}
+        if self.objects_per_clip == 1:
+            return {**item, "masks": masks_t[0], "text": texts[0], "obj_id": int(obj), "exp_id": exp_id}
+        return {**item, "masks": masks_t, "text": texts, "obj_id": [int(o) for _, _, o in rows],
+                "exp_id": [e for e, _, _ in rows]}
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack items of equal clip size: frames (B, T, H, W, 3) uint8, masks (B, T, H, W) bool,
-    obj_id (B,) long; text, video, exp_id, frame_indices, flipped stay lists."""
+    """Stack items of equal clip size into clips and rows (one row per object and expression).
+
+    frames (B, T, H, W, 3) uint8; masks (R, T, H, W) bool; clip (R,) long, the clip of each row;
+    obj_id (R,) long; text, exp_id (R,) lists; video, frame_indices, flipped (B,) lists. An item
+    holds one object (masks (T, H, W), text str) or several (masks (G, T, H, W), text list).
+    """
     shapes = {tuple(item["frames"].shape) for item in batch}
     if len(shapes) != 1:
         raise ValueError(f"clips differ in shape {sorted(shapes)}; give RefClipDataset a fixed size=")
+
+    def rows(item, key):
+        return [item[key]] if item["masks"].dim() == 3 else list(item[key])
+
+    masks = [item["masks"] if item["masks"].dim() == 4 else item["masks"][None] for item in batch]
     return {
         "frames": torch.stack([item["frames"] for item in batch]),
-        "masks": torch.stack([item["masks"] for item in batch]),
-        "obj_id": torch.tensor([item["obj_id"] for item in batch], dtype=torch.long),
-        **{key: [item[key] for item in batch] for key in ("text", "video", "exp_id", "frame_indices", "flipped")},
+        "masks": torch.cat(masks),
+        "clip": torch.cat([torch.full((len(m),), i, dtype=torch.long) for i, m in enumerate(masks)]),
+        "obj_id": torch.tensor([o for item in batch for o in rows(item, "obj_id")], dtype=torch.long),
+        "text": [t for item in batch for t in rows(item, "text")],
+        "exp_id": [e for item in batch for e in rows(item, "exp_id")],
+        **{key: [item[key] for item in batch] for key in ("video", "frame_indices", "flipped")},
     }
