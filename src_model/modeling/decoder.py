@@ -13,6 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def few_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q kᵀ / √d) v for many queries and few keys: the image-to-token attention.
+
+    q (B, H, Nq, d), k/v (B, H, Nk, d), key_mask (B, Nk) bool -> (B, H, Nq, d). On the CPU a
+    softmax along a short innermost axis (a dozen prompt tokens) is slow - it cost 4-5x the
+    whole scaled_dot_product_attention call it sits in - so the scores are laid out (Nk, Nq)
+    and normalised over Nk, with the long axis innermost. Same result to float rounding.
+    """
+    scores = torch.matmul(k, q.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, :, None], float("-inf"))
+    return torch.matmul(scores.softmax(dim=-2).transpose(-1, -2), v)
+
+
 def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """SAM ``Attention`` forward with an optional key mask.
@@ -26,8 +41,11 @@ def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
         return x.reshape(b, n, heads, c // heads).transpose(1, 2)
 
     q, k, v = split(attn.q_proj(q)), split(attn.k_proj(k)), split(attn.v_proj(v))
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if q.device.type == "cpu" and 4 * k.shape[-2] <= q.shape[-2]:
+        out = few_keys_attention(q, k, v, key_mask)
+    else:
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b, h, n, c = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
@@ -36,10 +54,13 @@ def two_way_transformer(transformer: nn.Module, image: torch.Tensor, image_pe: t
                         tokens: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM ``TwoWayTransformer`` forward with a token mask.
 
-    image, image_pe (B, C, H, W); tokens (B, N, C); token_mask (B, N) -> tokens (B, N, C), image (B, HW, C).
+    image (B, C, H, W); image_pe (B, C, H, W) or already flattened (B, HW, C); tokens (B, N, C);
+    token_mask (B, N) -> tokens (B, N, C), image (B, HW, C).
     """
-    keys = image.flatten(2).permute(0, 2, 1)
-    key_pe = image_pe.flatten(2).permute(0, 2, 1)
+    # Contiguous (B, HW, C) once: adding a channels-first view to a contiguous tensor on every
+    # layer walks memory with a 4 KiB stride, which cost more on the CPU than the projections.
+    keys = image.flatten(2).transpose(1, 2).contiguous()
+    key_pe = image_pe if image_pe.dim() == 3 else image_pe.flatten(2).transpose(1, 2).contiguous()
     queries, query_pe = tokens, tokens
     for layer in transformer.layers:
         if layer.skip_first_layer_pe:
@@ -65,7 +86,8 @@ def predict_masks(mask_decoder: nn.Module, src: torch.Tensor, image_pe: torch.Te
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode one mask per item with SAM's ``MaskDecoder`` (multimask off: mask token 0).
 
-    src (B, C, h, w) image features with dense prompts added; image_pe (1 or B, C, h, w);
+    src (B, C, h, w) image features with dense prompts added; image_pe (1 or B, C, h, w), or
+    (1 or B, hw, C) already flattened;
     prompt_tokens (B, N, C); prompt_mask (B, N) bool or None.
     Returns low-res mask logits (B, 1, 4h, 4w), IoU prediction (B, 1), mask token 0 output (B, C).
     """
@@ -77,13 +99,14 @@ def predict_masks(mask_decoder: nn.Module, src: torch.Tensor, image_pe: torch.Te
     if prompt_mask is not None:
         always = torch.ones(batch, output_tokens.shape[1], dtype=torch.bool, device=src.device)
         token_mask = torch.cat([always, prompt_mask], dim=1)
-    pos = image_pe.expand(batch, -1, -1, -1)
+    pos = image_pe.expand(batch, *image_pe.shape[1:])
     hs, image = two_way_transformer(mask_decoder.transformer, src, pos, tokens, token_mask)
     b, c, h, w = src.shape
-    upscaled = mask_decoder.output_upscaling(image.transpose(1, 2).reshape(b, c, h, w))
+    # (B, hw, C) seen as a channels-last (B, C, h, w): no transposing copy before the upscaling convs.
+    upscaled = mask_decoder.output_upscaling(image.reshape(b, h, w, c).permute(0, 3, 1, 2))
     mask_token = hs[:, 1, :]
     hyper = mask_decoder.output_hypernetworks_mlps[0](mask_token)
     bu, cu, hu, wu = upscaled.shape
-    logits = (hyper.unsqueeze(1) @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, 1, hu, wu)
+    logits = (upscaled.permute(0, 2, 3, 1) @ hyper.view(bu, 1, cu, 1)).reshape(bu, 1, hu, wu)
     iou = mask_decoder.iou_prediction_head(hs[:, 0, :])[:, :1]
     return logits, iou, mask_token

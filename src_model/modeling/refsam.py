@@ -334,8 +334,9 @@ class RefSAM(nn.Module):
         return F.interpolate(x, original_size, mode="bilinear", align_corners=False)[:, 0]
 
     # ----------------------------------------------------------------- decoding
-    def dense_pe(self) -> torch.Tensor:
-        """SAM's dense positional encoding (1, C, h, w), cached: it depends only on a buffer and the grid.
+    def dense_pe(self, flat: bool = False) -> torch.Tensor:
+        """SAM's dense positional encoding (1, C, h, w), or (1, hw, C) contiguous with ``flat``:
+        cached, as it depends only on a buffer and the grid.
 
         The key includes the buffer's version counter, so loading weights invalidates it.
         """
@@ -345,21 +346,35 @@ class RefSAM(nn.Module):
         cached = getattr(self, "_dense_pe_cache", None)
         if cached is None or cached[0] != key or torch.is_grad_enabled():
             value = pe.get_dense_pe()
+            value = (value, value.flatten(2).transpose(1, 2).contiguous())
             if torch.is_grad_enabled():
-                return value
+                return value[int(flat)]
             self._dense_pe_cache = cached = (key, value)
-        return cached[1]
+        return cached[1][int(flat)]
+
+    def text_conditioned(self, features: FrameFeatures, text: TextPrompt, batch: int | None = None) -> torch.Tensor:
+        """F̄ + HDA(F̄, F_h, [words; sentence]) -> (B, C, h, w): the text path's image input before
+        the dense prompt is added. It depends on the frame and the expression only (not on τ or
+        a mask prompt), so a video session keeps it per (expression, frame)."""
+        batch = batch or max(len(features), text.words.shape[0])
+        normed = F.normalize(features.embedding.expand(batch, -1, -1, -1), dim=1)
+        words = text.words.expand(batch, -1, -1)
+        keys = torch.cat([words, text.sentence.expand(batch, -1).unsqueeze(1)], dim=1)
+        word_mask = text.mask.expand(batch, -1)
+        key_mask = torch.cat([word_mask, torch.ones_like(word_mask[:, :1])], dim=1)
+        return normed + self.hda(normed, features.hier.expand(batch, -1, -1, -1), keys, key_mask)
 
     def decode(self, features: FrameFeatures, text: TextPrompt | None = None, track: torch.Tensor | None = None,
                mask_prompt: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                points: tuple[torch.Tensor, torch.Tensor] | None = None,
-               track_valid: torch.Tensor | None = None) -> DecodeOutput:
+               track_valid: torch.Tensor | None = None, conditioned: torch.Tensor | None = None) -> DecodeOutput:
         """One decode step for B objects on the same (or B) frames.
 
         features: embedding/hier with batch 1 (broadcast) or B; text: TextPrompt (B) or None for a
         prompt-only SAM decode (then src = F, exactly SAM's path); track: τ_{t-1} (B, C) or None;
         track_valid (B,) bool marks which rows have a τ; mask_prompt (B, 1, 4h, 4w) logits;
-        boxes (B, 4) xyxy and points ((B, K, 2), (B, K)) in resized-input coordinates.
+        boxes (B, 4) xyxy and points ((B, K, 2), (B, K)) in resized-input coordinates;
+        conditioned (B, C, h, w): ``text_conditioned(features, text)`` computed before (skips HDA).
         """
         batch = max(
             len(features), 1 if text is None else text.words.shape[0],
@@ -377,13 +392,11 @@ class RefSAM(nn.Module):
         if text is None:
             src = embedding + dense
         else:
-            normed = F.normalize(embedding, dim=1)
-            keys = torch.cat([text.words, text.sentence.unsqueeze(1)], dim=1)
-            key_mask = torch.cat([text.mask, torch.ones_like(text.mask[:, :1])], dim=1)
-            dense_text = self.hda(normed, features.hier.expand(batch, -1, -1, -1), keys, key_mask)
-            src = normed + dense_text + dense
-            tokens.insert(0, text.words)
-            masks.insert(0, text.mask)
+            if conditioned is None:
+                conditioned = self.text_conditioned(features, text, batch)
+            src = conditioned.expand(batch, -1, -1, -1) + dense
+            tokens.insert(0, text.words.expand(batch, -1, -1))
+            masks.insert(0, text.mask.expand(batch, -1))
         if track is not None:
             tokens.append(track.unsqueeze(1))
             valid = torch.ones(batch, dtype=torch.bool, device=track.device) if track_valid is None else track_valid
@@ -393,7 +406,7 @@ class RefSAM(nn.Module):
         # padding; box/point prompts alone are exactly SAM's computation, without a mask.
         prompt_mask = torch.cat(masks, dim=1) if text is not None or track_valid is not None else None
         logits, iou, mask_token = predict_masks(
-            self.sam.mask_decoder, src, self.dense_pe(), prompt_tokens, prompt_mask
+            self.sam.mask_decoder, src, self.dense_pe(flat=True), prompt_tokens, prompt_mask
         )
         if track is not None and track_valid is not None:
             previous = track * track_valid.view(-1, 1).to(track.dtype)

@@ -128,6 +128,7 @@ class Job:
     cond: bool
     key: bool = False
     text: object = None
+    phrase: str | None = None
     mask: np.ndarray | None = None
     box: list | None = None
     points: tuple[list, list] | None = None
@@ -149,11 +150,27 @@ class FrameResult:
     taus: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def decode_jobs(model, feats, jobs: list[Job]) -> FrameResult:
+def _conditioned(model, feats, text, group: list[Job], frame: int | None, cache) -> torch.Tensor | None:
+    """The group's text-conditioned features from ``cache`` (ConditionedCache) when every row is
+    there, else computed for the whole group and stored; None without a cache."""
+    if cache is None or frame is None:
+        return None
+    keys = [(job.phrase, frame) for job in group]
+    rows = [cache.get(key) for key in keys]
+    if all(row is not None for row in rows):
+        return torch.stack(rows)
+    conditioned = model.text_conditioned(feats, text, len(group))
+    for key, row in zip(keys, conditioned):
+        cache.put(key, row)
+    return conditioned
+
+
+def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=None) -> FrameResult:
     """Decode all jobs of one frame: one ``model.decode`` call per group of alike jobs.
 
     feats: FrameFeatures of the frame (batch 1, broadcast over the group). Rows of a group
-    without τ are masked out of the track token with ``track_valid``.
+    without τ are masked out of the track token with ``track_valid``. cache: a
+    ConditionedCache for text objects' F̄ + HDA of ``frame`` (None: computed every time).
     """
     result = FrameResult()
     groups: dict[tuple, list[Job]] = {}
@@ -181,8 +198,9 @@ def decode_jobs(model, feats, jobs: list[Job]) -> FrameResult:
                                                for t in taus])).to(device)
             if not all(t is not None for t in taus):
                 valid = torch.tensor([t is not None for t in taus], device=device)
+        conditioned = _conditioned(model, feats, text, group, frame, cache) if kind == TEXT else None
         out = model.decode(feats, text=text, track=track, mask_prompt=mask_prompt, boxes=boxes,
-                           points=points, track_valid=valid)
+                           points=points, track_valid=valid, conditioned=conditioned)
         competing = [r for r, j in enumerate(group) if not j.key]
         if competing:
             frame_logits = model.postprocess(out.low_res_logits[competing], feats.input_size, size)
@@ -232,17 +250,18 @@ def job_for(obj: VideoObject, action: str, t: int, state, prev_mask, use_track: 
             return None  # τ is the only product of a keyframe decode, and it would go unused
         mask = obj.keyframes[t]
         box = mask_box(mask) if obj.kind == PROMPT else None
-        return Job(obj.id, obj.kind, True, key=True, text=obj.text_prompt, mask=mask, box=box)
+        return Job(obj.id, obj.kind, True, key=True, text=obj.text_prompt, phrase=obj.text, mask=mask, box=box)
     if action == ANCHOR:
         p = obj.prompt
         points = None if p.get("points") is None else (p["points"], p["labels"])
         return Job(obj.id, obj.kind, True, box=p.get("box"), points=points)
     if action == COLD:
-        return Job(obj.id, obj.kind, False, text=obj.text_prompt)
+        return Job(obj.id, obj.kind, False, text=obj.text_prompt, phrase=obj.text)
     tau, cond, _ = state
     tau = tau if use_track else None
     if obj.kind == TEXT:
-        return Job(obj.id, TEXT, cond, text=obj.text_prompt, mask=prev_mask if cond else None, tau=tau)
+        return Job(obj.id, TEXT, cond, text=obj.text_prompt, phrase=obj.text, mask=prev_mask if cond else None,
+                   tau=tau)
     box = mask_box(prev_mask)
     # Without a box or τ there is nothing to follow: the object stays lost until a correction.
     return Job(obj.id, PROMPT, True, mask=prev_mask, box=box, tau=tau, lost=box is None and tau is None)

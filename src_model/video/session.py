@@ -31,6 +31,7 @@ import torch
 
 from ..errors import PromptError, TextInputError
 from .cache import DEFAULT_MAX_BYTES, FeatureCache, device_error
+from .conditioned import ConditionedCache
 from .history import Edit
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
 from .objects import PROMPT, TEXT, VideoObject, check_box, check_frame, check_mask, check_points
@@ -71,6 +72,8 @@ class VideoSession:
                          "max_cache_bytes": int(max_cache_bytes), "mask_threshold": self.mask_threshold,
                          "undo_depth": self.undo_depth,
                          "contrast_limits": None if contrast_limits is None else list(contrast_limits)}
+        # F̄ + HDA per (expression, frame): what a re-propagation reuses besides the frame features.
+        self.conditioned = ConditionedCache(self.settings["max_cache_bytes"] // 4)
         self._objects: dict[int, VideoObject] = {}
         self._next_id = 1
         self._history: list[Edit] = []
@@ -187,6 +190,8 @@ class VideoSession:
                     frame[hit] = 0
                     self._store.write(t, frame)
             del self._objects[o.id]
+            if o.text is not None and all(other.text != o.text for other in self._objects.values()):
+                self.conditioned.drop_text(o.text)
 
     def set_mask(self, obj: int, frame: int, mask) -> None:
         """Correct ``obj`` on ``frame``: ``mask`` (H, W) becomes a locked keyframe (empty = absent there).
@@ -263,6 +268,7 @@ class VideoSession:
 
     def _run(self, passes, token: threading.Event):
         edit = None
+        self.conditioned.check((self.model.config.sam.image_size, self.model.encoder_dtype))
         try:
             for p in passes:
                 running: dict[int, tuple] = {}
@@ -315,7 +321,8 @@ class VideoSession:
             pending.append((obj, action, job, cond, use_track))
         try:
             with torch.inference_mode():
-                result = decode_jobs(self.model, feats, [j for *_, j, _, _ in pending if j is not None])
+                result = decode_jobs(self.model, feats, [j for *_, j, _, _ in pending if j is not None],
+                                     frame=t, cache=self.conditioned)
                 locked = {i: o.keyframes[t] for i, o in self._objects.items() if t in o.keyframes}
                 cleared = [o.id for o, action, *_ in pending if action != KEY]
                 old = self._store.read(t)
