@@ -392,3 +392,47 @@ def test_cuda_fast_attention_and_bf16(model):
     assert _cosine(on_device.embedding, reference.embedding) > 0.99
     moved = accel.to_device(torch.ones(3), "cuda")
     assert moved.device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------- decoder fast paths
+@pytest.mark.parametrize("padded", [False, True])
+def test_few_keys_attention_matches_sdpa(padded):
+    """The image-to-token attention's CPU layout (scores as keys x queries) against
+    scaled_dot_product_attention, with and without padded prompt tokens, values and gradients."""
+    from src_model.modeling.decoder import few_keys_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 256, 16, generator=gen, requires_grad=True)
+    k = torch.randn(3, 4, 11, 16, generator=gen, requires_grad=True)
+    v = torch.randn(3, 4, 11, 16, generator=gen, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    if padded:
+        mask[0, 7:] = False
+        mask[2, 3:] = False
+    ours = few_keys_attention(q, k, v, mask if padded else None)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :] if padded else None)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if padded:  # padded keys get no gradient: they were never attended to
+        assert grads[1][0, :, 7:].abs().max() == 0 and grads[2][2, :, 3:].abs().max() == 0
+
+
+def test_decoder_fast_layout_matches_segment_anything(model):
+    """predict_masks (contiguous tokens, few-keys attention, channels-last upscaling) against
+    segment_anything's own MaskDecoder.predict_masks on the same inputs."""
+    from src_model.modeling.decoder import predict_masks
+
+    decoder = model.sam.mask_decoder
+    gen = torch.Generator().manual_seed(1)
+    c, side = decoder.transformer_dim, model.config.sam.embedding_size
+    src = torch.randn(1, c, side, side, generator=gen)
+    tokens = torch.randn(2, 3, c, generator=gen)
+    with torch.no_grad():
+        ours, iou, _ = predict_masks(decoder, src.expand(2, -1, -1, -1), model.dense_pe(flat=True), tokens, None)
+        # SAM repeats the image per prompt and adds the dense prompt itself: give it zeros.
+        ref, ref_iou = decoder.predict_masks(src, model.dense_pe(), tokens, torch.zeros(2, c, side, side))
+    torch.testing.assert_close(ours[:, 0], ref[:, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou[:, 0], ref_iou[:, 0], rtol=1e-4, atol=1e-4)

@@ -251,6 +251,36 @@ def test_labels_do_not_depend_on_the_cache_or_the_label_storage(make, tiny_model
         make(labels_path=tmp_path / "labels.npy")
 
 
+def test_repropagation_reuses_text_conditioned_features_bit_exactly(make):
+    """F̄ + HDA is kept per (expression, frame): a re-propagation skips HDA on every frame it
+    revisits, and the labels are those of a session that recomputes it."""
+    from src_model.video.conditioned import ConditionedCache
+
+    def run(session):
+        a, b, _ = populate(session)
+        session.set_mask(a, 5, rect(15, 45, 20, 50))
+        hits = session.conditioned.hits
+        list(session.propagate(start=5))
+        return session.labels.copy(), session.conditioned.hits - hits
+
+    cached = make()
+    labels, hits = run(cached)
+    # Both text objects on every frame, the keyframe's τ re-initialisation too: all from the cache.
+    assert hits == 2 * T and len(cached.conditioned) == 2 * T
+    fresh = make()
+    fresh.conditioned = ConditionedCache(0)  # keeps nothing: HDA recomputed on every decode
+    fresh_labels, fresh_hits = run(fresh)
+    assert fresh_hits == 0 and len(fresh.conditioned) == 0
+    assert np.array_equal(labels, fresh_labels)
+    # The cache is bounded by bytes (LRU), and removing an object forgets its expression.
+    small = ConditionedCache(3 * 4 * 4 * 3 * 4)  # three (4, 4, 3) float32 tensors
+    for frame in range(5):
+        small.put(("x", frame), torch.zeros(4, 4, 3))
+    assert len(small) == 3 and small.get(("x", 0)) is None and small.get(("x", 4)) is not None
+    cached.remove_object(2)
+    assert len(cached.conditioned) == T
+
+
 def test_overlap_rule():
     old = np.array([[0, 1, 2, 3]], np.uint16)
     logits = {1: torch.tensor([[5.0, 1.0, 3.0, 9.0]]), 4: torch.tensor([[2.0, -1.0, 4.0, 9.5]])}
