@@ -292,6 +292,10 @@ def test_overlap_rule():
     assert resolve(old, [1, 2, 3, 4], logits, {}, 6.0).tolist() == [[0, 0, 0, 4]]
     locked = {2: np.array([[True, False, False, False]])}
     assert resolve(old, [1, 3, 4], logits, locked, 0.0).tolist() == [[2, 1, 0, 4]]
+    # One object alone takes the free pixels above the threshold, and only those.
+    assert resolve(old, [1], {1: logits[1]}, {}, 2.0).tolist() == [[1, 0, 2, 3]]
+    # ... and a keyframe still overrides it (object 2's keyframe is all of object 2 on the frame).
+    assert resolve(old, [3], {3: logits[4]}, locked, 0.0).tolist() == [[2, 1, 0, 3]]
 
 
 # ------------------------------------------------------------------------------ what the decoder gets

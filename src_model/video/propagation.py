@@ -226,7 +226,10 @@ def resolve(old: np.ndarray, cleared: list[int], logits: dict[int, torch.Tensor]
     else:
         for obj in cleared:  # a few comparisons beat np.isin's sort on a whole frame
             new[new == obj] = 0
-    if logits:
+    if len(logits) == 1:  # one object: its own threshold, no arg-max over a stack
+        (obj, row), = logits.items()
+        new[(row > threshold).cpu().numpy() & (new == 0)] = obj
+    elif logits:
         ids = list(logits)
         stacked = torch.stack([logits[i] for i in ids])
         best, arg = stacked.max(0)
