@@ -6,8 +6,9 @@ after a correction revisits frames whose conditioned features the earlier run al
 so the session keeps them here and skips HDA (about a third of a tiny decode on CPU).
 
 Entries are the exact tensors the decoder consumed (model dtype, model device), so a decode from
-the cache gives bit-identical labels to a fresh one. An LRU bounded by bytes; ``signature``
-(weights, input size, precision) is checked on every use and the cache empties when it changes.
+the cache gives bit-identical labels to a fresh one. An LRU bounded by bytes; the session passes
+a ``signature`` (encoder input size and precision) at the start of every run and the cache
+empties when it changes. Like the feature cache, it assumes the session's weights do not change.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class ConditionedCache:
         self.nbytes = 0
 
     def check(self, signature) -> None:
-        """Empty the cache when the model's weights or speed settings changed since the last use."""
+        """Empty the cache when the model's input size or precision changed since the last use."""
         if signature != self._signature:
             self.clear()
             self._signature = signature

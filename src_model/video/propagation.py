@@ -161,7 +161,8 @@ def _conditioned(model, feats, text, group: list[Job], frame: int | None, cache)
         return torch.stack(rows)
     conditioned = model.text_conditioned(feats, text, len(group))
     for key, row in zip(keys, conditioned):
-        cache.put(key, row)
+        # A row of a larger batch is copied out, so evicting it frees its own bytes.
+        cache.put(key, row.clone() if len(group) > 1 else row)
     return conditioned
 
 
