@@ -436,3 +436,47 @@ def test_decoder_fast_layout_matches_segment_anything(model):
         ref, ref_iou = decoder.predict_masks(src, model.dense_pe(), tokens, torch.zeros(2, c, side, side))
     torch.testing.assert_close(ours[:, 0], ref[:, 0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(iou[:, 0], ref_iou[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_queries", [1, 2, 5])
+def test_folded_attention_matches_projected_keys(num_queries):
+    """Few queries over many image keys with the key/value projections folded into the queries
+    and outputs, against segment_anything's Attention (which projects every key): values and
+    the gradients of every input and parameter."""
+    from segment_anything.modeling.transformer import Attention as DecoderAttention
+
+    from src_model.modeling.decoder import folded_attention, masked_attention
+
+    torch.manual_seed(0)
+    attn = DecoderAttention(128, 4, downsample_rate=2)
+    for p in attn.parameters():  # non-zero biases, so dropping the key bias is really tested
+        torch.nn.init.normal_(p, std=0.2)
+    q = torch.randn(3, num_queries, 128, requires_grad=True)
+    k = torch.randn(3, 300, 128, requires_grad=True)
+    v = torch.randn(3, 300, 128, requires_grad=True)
+    ours = folded_attention(attn, q, k, v)
+    ref = attn(q, k, v)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    # masked_attention takes this path on its own for few queries and no key mask
+    torch.testing.assert_close(masked_attention(attn, q, k, v), ref, rtol=1e-4, atol=1e-4)
+    # Gradients in float64: the math is the same, float32 rounding through a sharp softmax is not.
+    attn.double()
+    inputs = tuple(x.detach().double().requires_grad_() for x in (q, k, v)) + tuple(attn.parameters())
+    grads = torch.autograd.grad(folded_attention(attn, *inputs[:3]).square().sum(), inputs, allow_unused=True)
+    ref_grads = torch.autograd.grad(attn(*inputs[:3]).square().sum(), inputs)
+    for param, a, b in zip(("q", "k", "v", *dict(attn.named_parameters())), grads, ref_grads):
+        if a is None:  # only k_proj.bias: it shifts every score of a query equally, so its gradient is 0
+            assert param == "k_proj.bias" and b.abs().max() < 1e-9
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_single_token_tracking_attention_matches_multihead(model):
+    """The ITM's self-attention over its one token, computed as out_proj(v_proj(x)), against
+    nn.MultiheadAttention on a length-1 sequence."""
+    itm = model.itm
+    x = torch.randn(4, itm.norm1.normalized_shape[0])
+    seq = x.unsqueeze(1)
+    with torch.no_grad():
+        ref = itm.attn(seq, seq, seq, need_weights=False)[0].squeeze(1)
+        torch.testing.assert_close(itm.single_token_attention(x), ref, rtol=1e-5, atol=1e-5)

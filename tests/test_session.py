@@ -415,3 +415,20 @@ def test_label_store_widens_to_uint32(tmp_path):
         assert store.array.dtype == np.uint32
         assert store.read(1).max() == 65535 and store.array[2].max() == 70000 and not store.read(0).any()
         store.close()
+
+
+def test_undo_restores_frames_with_more_than_255_objects(make):
+    """Undo records keep label frames narrowed to uint8 when every id fits; with id 300 on the
+    frame they must keep the full width and still restore it bit for bit."""
+    session = make()
+    ids = []
+    for i in range(300):  # one pixel each, on frame 0: no decoding needed
+        mask = np.zeros((H, W), bool)
+        mask[i // W, i % W] = True
+        ids.append(session.add_object(frame=0, mask=mask))
+    before = session.labels[0].copy()
+    assert before.max() == ids[-1] >= 300 and before.dtype == np.uint16
+    session.set_mask(ids[-1], 0, rect(30, 40, 30, 40))
+    assert not np.array_equal(session.labels[0], before)
+    session.undo()
+    assert session.labels[0].dtype == before.dtype and np.array_equal(session.labels[0], before)

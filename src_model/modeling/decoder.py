@@ -28,6 +28,28 @@ def few_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return torch.matmul(scores.softmax(dim=-2).transpose(-1, -2), v)
 
 
+def folded_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SAM ``Attention`` forward for a few queries over many keys, without projecting the keys.
+
+    q (B, Nq, C), k/v (B, Nk, C) -> (B, Nq, C). Per head h, scores q_h (W_k,h k)ᵀ equal
+    (q_h W_k,h) kᵀ, and softmax(scores) (W_v,h v) equals (softmax(scores) v) W_v,hᵀ. For the
+    decoder's last token-to-image attention (two tokens are read from it: IoU and mask token 0)
+    that is ~2·H·Nq·C·Nk multiply-adds instead of 2·Nk·C·C/2 for the key and value projections
+    of every image position: a twentieth of the work on the tiny preset. The key bias adds the
+    same number to every score of a query (softmax ignores it), and the value bias passes
+    through weights that sum to one. Same result to float rounding; gradients are exact.
+    """
+    heads, b, nq = attn.num_heads, q.shape[0], q.shape[1]
+    qh = attn.q_proj(q).view(b, nq, heads, -1).transpose(1, 2)  # (B, H, Nq, d)
+    d = qh.shape[-1]
+    wk = attn.k_proj.weight.view(heads, d, -1)  # (H, d, C)
+    wv = attn.v_proj.weight.view(heads, d, -1)
+    scores = torch.matmul(torch.matmul(qh, wk) * d ** -0.5, k.transpose(1, 2).unsqueeze(1))  # (B, H, Nq, Nk)
+    context = torch.matmul(scores.softmax(dim=-1), v.unsqueeze(1))  # (B, H, Nq, C)
+    out = torch.matmul(context, wv.transpose(1, 2)) + attn.v_proj.bias.view(heads, 1, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, nq, heads * d))
+
+
 def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """SAM ``Attention`` forward with an optional key mask.
@@ -35,6 +57,8 @@ def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     q (B, Nq, C), k/v (B, Nk, C), key_mask (B, Nk) bool (True = attend) -> (B, Nq, C).
     """
     heads = attn.num_heads
+    if key_mask is None and 2 * heads * q.shape[1] <= attn.internal_dim and k.shape[1] >= 8 * q.shape[1]:
+        return folded_attention(attn, q, k, v)
 
     def split(x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -51,11 +75,13 @@ def masked_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
 
 
 def two_way_transformer(transformer: nn.Module, image: torch.Tensor, image_pe: torch.Tensor,
-                        tokens: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                        tokens: torch.Tensor, token_mask: torch.Tensor | None,
+                        keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM ``TwoWayTransformer`` forward with a token mask.
 
     image (B, C, H, W); image_pe (B, C, H, W) or already flattened (B, HW, C); tokens (B, N, C);
-    token_mask (B, N) -> tokens (B, N, C), image (B, HW, C).
+    token_mask (B, N); keep: how many leading tokens to return (None: all)
+    -> tokens (B, keep, C), image (B, HW, C).
     """
     # Contiguous (B, HW, C) once: adding a channels-first view to a contiguous tensor on every
     # layer walks memory with a 4 KiB stride, which cost more on the CPU than the projections.
@@ -74,6 +100,9 @@ def two_way_transformer(transformer: nn.Module, image: torch.Tensor, image_pe: t
         queries = layer.norm3(queries + layer.mlp(queries))
         q, k = queries + query_pe, keys + key_pe
         keys = layer.norm4(keys + masked_attention(layer.cross_attn_image_to_token, k, q, queries, token_mask))
+    # Only the first ``keep`` tokens are read after the last attention: with two (the IoU and
+    # mask token 0) it runs as folded_attention, never projecting the image.
+    queries, query_pe = queries[:, :keep], query_pe[:, :keep]
     q, k = queries + query_pe, keys + key_pe
     queries = transformer.norm_final_attn(
         queries + masked_attention(transformer.final_attn_token_to_image, q, k, keys)
@@ -100,7 +129,7 @@ def predict_masks(mask_decoder: nn.Module, src: torch.Tensor, image_pe: torch.Te
         always = torch.ones(batch, output_tokens.shape[1], dtype=torch.bool, device=src.device)
         token_mask = torch.cat([always, prompt_mask], dim=1)
     pos = image_pe.expand(batch, *image_pe.shape[1:])
-    hs, image = two_way_transformer(mask_decoder.transformer, src, pos, tokens, token_mask)
+    hs, image = two_way_transformer(mask_decoder.transformer, src, pos, tokens, token_mask, keep=2)
     b, c, h, w = src.shape
     # (B, hw, C) seen as a channels-last (B, C, h, w): no transposing copy before the upscaling convs.
     upscaled = mask_decoder.output_upscaling(image.reshape(b, h, w, c).permute(0, 3, 1, 2))
