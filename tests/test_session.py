@@ -432,3 +432,22 @@ def test_undo_restores_frames_with_more_than_255_objects(make):
     assert not np.array_equal(session.labels[0], before)
     session.undo()
     assert session.labels[0].dtype == before.dtype and np.array_equal(session.labels[0], before)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_undo_records_of_label_frames_are_exact(dtype):
+    """pack_frame/unpack_frame: blob frames (stored as runs) and noise frames (zlib) come back
+    bit for bit, with their dtype, and the runs form is much smaller than the frame."""
+    from src_model.video.history import pack_frame, record_nbytes, unpack_frame
+
+    rng = np.random.default_rng(0)
+    blobs = np.zeros((240, 320), dtype)
+    blobs[50:120, 40:90] = 3
+    blobs[100:200, 200:300] = 70_000 if dtype == np.uint32 else 700
+    blobs[0, 0] = blobs[-1, -1] = 1  # runs at both ends
+    noise = rng.integers(0, 5, (240, 320)).astype(dtype)
+    for frame, kind in ((blobs, "runs"), (noise, "zlib"), (np.zeros((3, 4), dtype), "runs")):
+        record = pack_frame(frame)
+        back = unpack_frame(record)
+        assert record[0] == kind and back.dtype == frame.dtype and np.array_equal(back, frame)
+    assert record_nbytes(pack_frame(blobs)) < blobs.nbytes // 20

@@ -1,7 +1,7 @@
 """Undo records of a session: what an edit (propagation, correction, object added/removed) changed.
 
 An ``Edit`` is opened before the change and filled as it happens: the old content of each label
-frame the first time it changes (zlib-compressed: label frames are mostly runs of a few ids),
+frame the first time it changes (as runs of equal ids, see pack_frame),
 the old per-frame chain state rows, and a snapshot of the object table and keyframe dicts
 (cheap: dict copies of references; keyframe masks are never modified in place). Reverting writes
 all of it back, so ``undo()`` restores labels bit for bit.
@@ -13,12 +13,47 @@ import zlib
 import numpy as np
 
 
+def pack_frame(frame: np.ndarray) -> tuple:
+    """A compact, exact record of a (H, W) label frame: its runs of equal ids in row-major order
+    when there are few (label frames are mostly background and a few blobs), else zlib.
+
+    Finding the runs costs a few vectorised passes over the frame, about a quarter of zlib's
+    time on a typical frame, and committing a re-propagated frame happens once per decoded frame.
+    """
+    flat = np.ascontiguousarray(frame).ravel()
+    changes = flat[1:] != flat[:-1]
+    if 8 * np.count_nonzero(changes) < flat.size:
+        starts = np.concatenate(([0], np.flatnonzero(changes) + 1))
+        return ("runs", starts, flat[starts], frame.shape, frame.dtype.str)
+    # Ragged frames: zlib, on uint8 when every id fits (half of zlib's input for uint16 labels).
+    if flat.dtype.itemsize > 1 and flat.max(initial=0) < 256:
+        flat = flat.astype(np.uint8)
+    return ("zlib", zlib.compress(flat.tobytes(), 1), flat.dtype.str, frame.shape, frame.dtype.str)
+
+
+def unpack_frame(record: tuple) -> np.ndarray:
+    """The frame that ``pack_frame`` recorded, bit for bit (same dtype and shape)."""
+    kind, data, *rest = record
+    if kind == "runs":
+        ids, shape, dtype = rest
+        lengths = np.diff(np.append(data, int(np.prod(shape))))
+        return np.repeat(ids, lengths).reshape(shape).astype(np.dtype(dtype), copy=False)
+    stored, shape, dtype = rest
+    flat = np.frombuffer(zlib.decompress(data), dtype=np.dtype(stored))
+    return flat.astype(np.dtype(dtype)).reshape(shape)
+
+
+def record_nbytes(record: tuple) -> int:
+    kind, data, *rest = record
+    return data.nbytes + rest[0].nbytes if kind == "runs" else len(data)
+
+
 class Edit:
     """The changes of one user-level operation, enough to revert it."""
 
     def __init__(self, name: str, session) -> None:
         self.name = name
-        self.frames: dict[int, tuple[bytes, str, str]] = {}  # blob, stored dtype, frame dtype
+        self.frames: dict[int, tuple] = {}  # pack_frame records
         self.states: dict[tuple[int, int], tuple] = {}
         self.table = dict(session._objects)
         self.keyframes = {i: dict(o.keyframes) for i, o in self.table.items()}
@@ -27,10 +62,7 @@ class Edit:
     def save_frame(self, t: int, old: np.ndarray) -> None:
         """Remember frame ``t`` as it was before this edit first changed it."""
         if t not in self.frames:
-            # Most sessions have fewer than 256 objects: compressing the frame as uint8 halves
-            # zlib's input (the largest cost of committing a re-propagated frame after the decode).
-            narrow = old.astype(np.uint8) if old.dtype.itemsize > 1 and old.max(initial=0) < 256 else old
-            self.frames[t] = (zlib.compress(np.ascontiguousarray(narrow).tobytes(), 1), narrow.dtype.str, old.dtype.str)
+            self.frames[t] = pack_frame(old)
 
     def save_state(self, obj, t: int) -> None:
         key = (obj.id, t)
@@ -46,15 +78,12 @@ class Edit:
 
     @property
     def nbytes(self) -> int:
-        return sum(len(entry[0]) for entry in self.frames.values())
+        return sum(record_nbytes(r) for r in self.frames.values())
 
     def revert(self, session) -> list[int]:
         """Write everything back; returns the label frames restored."""
-        height, width = session.frame_shape
-        for t, (blob, stored, dtype) in self.frames.items():
-            frame = np.frombuffer(zlib.decompress(blob), dtype=np.dtype(stored)).reshape(height, width)
-            frame = frame.astype(np.dtype(dtype), copy=False)
-            session._store.write(t, frame)
+        for t, record in self.frames.items():
+            session._store.write(t, unpack_frame(record))
         for (_, t), (obj, track, known, cond) in self.states.items():
             obj.track[t], obj.known[t], obj.cond[t] = track, known, cond
         session._objects = dict(self.table)
