@@ -169,6 +169,7 @@ def table(speed_result: dict | None, long_result: dict | None, args) -> str:
         cpu = {k: r[k]["cpu"] for k in "abcd"}
         lines += [
             f"{n} frames {r['size']}, preset `{args.preset}`, device `{args.device}`, {args.threads} thread(s), "
+            f"malloc {args.malloc}, "
             f"load average {r['load']:.1f} at the end; frames encoded over (a)+(b)+(c): {r['encoded']}",
             "",
             "| step | CPU s | CPU ms / frame | wall s |",
@@ -238,8 +239,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-mib", type=int, default=256, help="feature cache budget for the long video")
     parser.add_argument("--write", action="store_true", help="replace our section of BENCHMARKS.md")
     parser.add_argument("--long-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                        help="tuned: accel.tune_cpu_allocator(), as the refsam command and the plugin do")
     args = parser.parse_args(argv)
     import torch
+    if args.malloc == "tuned":
+        from src_model.accel import tune_cpu_allocator
+
+        tune_cpu_allocator()
 
     torch.set_num_threads(args.threads)
     if args.long_only:

@@ -373,7 +373,7 @@ def markdown(results: list[dict], args, device) -> str:
 
     lines = [
         f"Device: {device_name(device)}; torch {torch.__version__}; Python {platform.python_version()}; "
-        f"{args.frames} frames {args.width}x{args.height}, {args.objects} object(s).",
+        f"{args.frames} frames {args.width}x{args.height}, {args.objects} object(s), malloc {args.malloc}.",
         "",
         f"Command: `{command_line()}`",
         "",
@@ -440,9 +440,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the reference path")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     parser.add_argument("--json", type=Path, help="also write the raw numbers to this file")
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                        help="tuned: accel.tune_cpu_allocator(), as the refsam command and the plugin do")
     args = parser.parse_args(argv)
 
     import torch
+    if args.malloc == "tuned":
+        from src_model.accel import tune_cpu_allocator
+
+        tune_cpu_allocator()
     from transformers.utils import logging as hf_logging
 
     from src_model.text import TextEncoder

@@ -3,7 +3,10 @@ preprocessing and an optional ``torch.compile`` with a clean fallback. No Qt, no
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +14,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@functools.lru_cache(maxsize=1)
+def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Serve PyTorch's large CPU buffers from the malloc heap instead of fresh mmaps (glibc).
+
+    PyTorch's CPU allocator has no cache: every activation is malloc'd and freed. glibc serves
+    blocks above a (dynamic, small) threshold with a fresh mmap, and returns freed heap tops to
+    the system, so the next frame's tensors page-fault their memory in again - about 15,000
+    faults per frame for the tiny preset's encoder, a quarter of a CPU first pass
+    (BENCHMARKS.md). With blocks up to ``mmap_threshold`` from the heap and up to
+    ``trim_threshold`` of free heap kept, faults drop ~25x. The process keeps up to that much
+    freed memory. Process-wide, so the application entry points call it (the ``refsam`` command,
+    the napari plugin when it loads a model, the benchmarks), not the library on import.
+    Returns whether it was applied (False off glibc, or with REFSAM_TUNE_MALLOC=0).
+    """
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("REFSAM_TUNE_MALLOC", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
 
 
 @functools.lru_cache(maxsize=1)

@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .errors import RefSAMError
 
+    from .accel import tune_cpu_allocator
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_cpu_allocator()
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -480,3 +480,24 @@ def test_single_token_tracking_attention_matches_multihead(model):
     with torch.no_grad():
         ref = itm.attn(seq, seq, seq, need_weights=False)[0].squeeze(1)
         torch.testing.assert_close(itm.single_token_attention(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tuned_allocator_stops_page_faults_on_reused_buffers():
+    """After tune_cpu_allocator() the 16 MiB activations of a repeated step reuse heap memory:
+    no page faults once warm. Untuned glibc faults ~1,000 times per step here (fresh mmaps,
+    trimmed heap tops), which cost a quarter of a CPU first pass."""
+    import resource
+
+    if not accel.tune_cpu_allocator():
+        pytest.skip("not glibc: mallopt is unavailable")
+    x, layer = torch.randn(1, 1024, 128), torch.nn.Linear(128, 4096)
+
+    def step() -> None:
+        (layer(x).relu() * 2).sum()
+
+    for _ in range(20):  # warm: the heap grows to the step's peak once
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        step()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500
