@@ -1,0 +1,129 @@
+"""Decoder and session fast paths of the re-propagation (issue 3) against the reference
+computation: segment_anything's own attention and mask decoder, nn.MultiheadAttention, and
+glibc's allocator behaviour with and without tuning.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src_model import accel
+from src_model.sam import import_segment_anything
+from src_model.weights import load_refsam
+
+import_segment_anything()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(4)
+    return load_refsam(None, preset="tiny", text_encoder=False, device="cpu")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_few_keys_attention_matches_sdpa(padded):
+    """The image-to-token attention's CPU layout (scores as keys x queries) against
+    scaled_dot_product_attention, with and without padded prompt tokens, values and gradients."""
+    from src_model.modeling.decoder import few_keys_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 256, 16, generator=gen, requires_grad=True)
+    k = torch.randn(3, 4, 11, 16, generator=gen, requires_grad=True)
+    v = torch.randn(3, 4, 11, 16, generator=gen, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    if padded:
+        mask[0, 7:] = False
+        mask[2, 3:] = False
+    ours = few_keys_attention(q, k, v, mask if padded else None)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :] if padded else None)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if padded:  # padded keys get no gradient: they were never attended to
+        assert grads[1][0, :, 7:].abs().max() == 0 and grads[2][2, :, 3:].abs().max() == 0
+
+
+def test_decoder_fast_layout_matches_segment_anything(model):
+    """predict_masks (contiguous tokens, few-keys attention, channels-last upscaling) against
+    segment_anything's own MaskDecoder.predict_masks on the same inputs."""
+    from src_model.modeling.decoder import predict_masks
+
+    decoder = model.sam.mask_decoder
+    gen = torch.Generator().manual_seed(1)
+    c, side = decoder.transformer_dim, model.config.sam.embedding_size
+    src = torch.randn(1, c, side, side, generator=gen)
+    tokens = torch.randn(2, 3, c, generator=gen)
+    with torch.no_grad():
+        ours, iou, _ = predict_masks(decoder, src.expand(2, -1, -1, -1), model.dense_pe(flat=True), tokens, None)
+        # SAM repeats the image per prompt and adds the dense prompt itself: give it zeros.
+        ref, ref_iou = decoder.predict_masks(src, model.dense_pe(), tokens, torch.zeros(2, c, side, side))
+    torch.testing.assert_close(ours[:, 0], ref[:, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou[:, 0], ref_iou[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_queries", [1, 2, 5])
+def test_folded_attention_matches_projected_keys(num_queries):
+    """Few queries over many image keys with the key/value projections folded into the queries
+    and outputs, against segment_anything's Attention (which projects every key): values and
+    the gradients of every input and parameter."""
+    from segment_anything.modeling.transformer import Attention as DecoderAttention
+
+    from src_model.modeling.decoder import folded_attention, masked_attention
+
+    torch.manual_seed(0)
+    attn = DecoderAttention(128, 4, downsample_rate=2)
+    for p in attn.parameters():  # non-zero biases, so dropping the key bias is really tested
+        torch.nn.init.normal_(p, std=0.2)
+    q = torch.randn(3, num_queries, 128, requires_grad=True)
+    k = torch.randn(3, 300, 128, requires_grad=True)
+    v = torch.randn(3, 300, 128, requires_grad=True)
+    ours = folded_attention(attn, q, k, v)
+    ref = attn(q, k, v)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    # masked_attention takes this path on its own for few queries and no key mask
+    torch.testing.assert_close(masked_attention(attn, q, k, v), ref, rtol=1e-4, atol=1e-4)
+    # Gradients in float64: the math is the same, float32 rounding through a sharp softmax is not.
+    attn.double()
+    inputs = tuple(x.detach().double().requires_grad_() for x in (q, k, v)) + tuple(attn.parameters())
+    grads = torch.autograd.grad(folded_attention(attn, *inputs[:3]).square().sum(), inputs, allow_unused=True)
+    ref_grads = torch.autograd.grad(attn(*inputs[:3]).square().sum(), inputs)
+    for param, a, b in zip(("q", "k", "v", *dict(attn.named_parameters())), grads, ref_grads):
+        if a is None:  # only k_proj.bias: it shifts every score of a query equally, so its gradient is 0
+            assert param == "k_proj.bias" and b.abs().max() < 1e-9
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_single_token_tracking_attention_matches_multihead(model):
+    """The ITM's self-attention over its one token, computed as out_proj(v_proj(x)), against
+    nn.MultiheadAttention on a length-1 sequence."""
+    itm = model.itm
+    x = torch.randn(4, itm.norm1.normalized_shape[0])
+    seq = x.unsqueeze(1)
+    with torch.no_grad():
+        ref = itm.attn(seq, seq, seq, need_weights=False)[0].squeeze(1)
+        torch.testing.assert_close(itm.single_token_attention(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tuned_allocator_stops_page_faults_on_reused_buffers():
+    """After tune_cpu_allocator() the 16 MiB activations of a repeated step reuse heap memory:
+    no page faults once warm. Untuned glibc faults ~1,000 times per step here (fresh mmaps,
+    trimmed heap tops), which cost a quarter of a CPU first pass."""
+    import resource
+
+    if not accel.tune_cpu_allocator():
+        pytest.skip("not glibc: mallopt is unavailable")
+    x, layer = torch.randn(1, 1024, 128), torch.nn.Linear(128, 4096)
+
+    def step() -> None:
+        (layer(x).relu() * 2).sum()
+
+    for _ in range(20):  # warm: the heap grows to the step's peak once
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        step()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500
