@@ -18,6 +18,8 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from ._corrections import painted_frames
+
+UNDO_KEY = "Control-Z"  # napari reads "Control" as Ctrl, or Cmd on macOS (its own undo key)
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
@@ -159,8 +161,26 @@ class SessionView:
             if getattr(video, "axis_labels", None) is not None:
                 placement["axis_labels"] = video.axis_labels
         layer = self.viewer.add_labels(np.zeros(shape, np.uint16), name=LABELS_NAME, **placement)
-        layer.events.paint.connect(self._on_paint)
+        self._watch_labels(layer)
         self.labels_layer = layer
+
+    def _watch_labels(self, layer) -> None:
+        """Paint strokes on ``layer`` become corrections, and Ctrl+Z on it undoes the session's last
+        edit (a correction or a propagation), restoring the layer's frames from the session.
+
+        napari's own Labels undo would revert the stroke's pixels in the layer only, without a paint
+        event: the session would keep the correction and its re-propagation, and the next sync would
+        bring the stroke back. One history, the session's, keeps the two in step.
+        """
+        layer.events.paint.connect(self._on_paint)
+        layer.bind_key(UNDO_KEY, self._undo_key, overwrite=True)
+
+    def _unwatch_labels(self, layer) -> None:
+        layer.events.paint.disconnect(self._on_paint)
+        layer.bind_key(UNDO_KEY, None)  # back to napari's own undo for this layer
+
+    def _undo_key(self, layer) -> None:
+        self.undo()
 
     def _adopt_session(self, session) -> None:
         self.session = session

@@ -188,7 +188,7 @@ class RefSAMWidget(SessionView, QWidget):
         if self.session is not None and self.video_layer is not None:
             self._parked[id(self.video_layer)] = (self.session, self.labels_layer)
         if self.labels_layer is not None:
-            self.labels_layer.events.paint.disconnect(self._on_paint)
+            self._unwatch_labels(self.labels_layer)
         self.session = self.labels_layer = None
         self._keyframes = {}
         self.objects.update_objects({}, {})
@@ -296,7 +296,7 @@ class RefSAMWidget(SessionView, QWidget):
             session, labels = parked
             if labels is not None and labels in self.viewer.layers:
                 self.labels_layer = labels
-                labels.events.paint.connect(self._on_paint)
+                self._watch_labels(labels)
             self._adopt_session(session)
             if self.model is not None and session.model is not self.model:
                 self.set_model(self.model)  # moves it to the model now loaded

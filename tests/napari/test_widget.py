@@ -253,3 +253,24 @@ def test_switching_videos_keeps_each_session(make_napari_viewer, qtbot, mp4, tin
     assert widget.session is first_session and widget.labels_layer is first_labels
     assert widget.objects.object_ids() == [1]
     assert np.array_equal(first_labels.data, first_session.labels)
+
+
+def test_ctrl_z_on_the_labels_layer_undoes_the_session(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Ctrl+Z pressed on the RefSAM labels layer (through napari's own key handling) reverts the
+    session's last edit and the layer with it - not only the stroke's pixels, as napari's Labels
+    undo would, which left the correction locked in the session."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    layer = widget.labels_layer
+    before = np.array(layer.data)
+    paint_square(viewer, layer, 3, 1)
+    wait_idle(qtbot, widget)
+    assert widget.session.keyframes[1] == [3] and not np.array_equal(layer.data, before)
+    viewer.layers.selection.active = layer
+    keys = viewer.window._qt_viewer._key_map_handler
+    keys.press_key("Control-Z")
+    keys.release_key("Control-Z")
+    wait_idle(qtbot, widget)
+    assert widget.session.keyframes[1] == []
+    assert np.array_equal(layer.data, before) and np.array_equal(widget.session.labels, before)
