@@ -12,6 +12,9 @@ is exactly what a paint stroke changed, which is how corrections are detected (s
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_error, show_warning
@@ -19,6 +22,9 @@ from qtpy.QtCore import QTimer
 
 from ._corrections import painted_frames
 
+# The layer's copy of the labels lives in an anonymous temporary file above this size, so a long
+# video's labels are not held twice in RAM (the session's own store goes to disk above 2 GiB).
+LAYER_MEMMAP_BYTES = 512 << 20
 UNDO_KEY = "Control-Z"  # napari reads "Control" as Ctrl, or Cmd on macOS (its own undo key)
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
@@ -40,6 +46,28 @@ def describe_error(action: str, exc: BaseException) -> str:
         return f"RefSAM: error while {action}: {text}"
     log.error("RefSAM: unexpected error while %s", action, exc_info=exc)
     return f"RefSAM: unexpected error while {action}: {type(exc).__name__}: {text}"
+
+
+def layer_array(shape, dtype) -> np.ndarray:
+    """Zeros for the labels layer: in memory, or above LAYER_MEMMAP_BYTES a memmap of an unnamed
+    temporary file (deleted by the system when the layer lets go of it; the page cache, not the
+    process, holds what napari is not looking at). napari paints and slices it like any array."""
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    if int(np.prod(shape)) * dtype.itemsize <= LAYER_MEMMAP_BYTES:
+        return np.zeros(shape, dtype)
+    return np.memmap(tempfile.TemporaryFile(prefix="refsam-layer-", dir=_scratch_dir()), dtype=dtype,
+                     mode="w+", shape=shape)
+
+
+def _scratch_dir() -> str | None:
+    """~/.cache/napari-refsam (or $XDG_CACHE_HOME's): on disk, unlike /tmp on systems that mount it
+    as tmpfs (RAM), which would defeat the point. None (the system temp dir) if it cannot be made."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-refsam"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(root)
 
 
 class SessionView:
@@ -160,7 +188,7 @@ class SessionView:
             placement = {"scale": video.scale, "translate": video.translate}
             if getattr(video, "axis_labels", None) is not None:
                 placement["axis_labels"] = video.axis_labels
-        layer = self.viewer.add_labels(np.zeros(shape, np.uint16), name=LABELS_NAME, **placement)
+        layer = self.viewer.add_labels(layer_array(shape, np.uint16), name=LABELS_NAME, **placement)
         self._watch_labels(layer)
         self.labels_layer = layer
 
@@ -187,7 +215,10 @@ class SessionView:
         self._ensure_labels_layer(session.labels.shape)
         layer = self.labels_layer
         if layer.data.dtype != session.labels.dtype:
-            layer.data = np.array(session.labels)  # ids past 65535 (uint32)
+            data = layer_array(session.labels.shape, session.labels.dtype)  # ids past 65535 (uint32)
+            for t in range(len(session.labels)):
+                data[t] = session.labels[t]
+            layer.data = data
         else:
             for t in range(len(session.labels)):  # the layer's own copy (see the module docstring)
                 layer.data[t] = session.labels[t]
