@@ -17,20 +17,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from app_model.types import KeyCode, KeyMod
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from ._corrections import painted_frames
-
-# The layer's copy of the labels lives in an anonymous temporary file above this size, so a long
-# video's labels are not held twice in RAM (the session's own store goes to disk above 2 GiB).
-LAYER_MEMMAP_BYTES = 512 << 20
-UNDO_KEY = "Control-Z"  # napari reads "Control" as Ctrl, or Cmd on macOS (its own undo key)
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
 
 LABELS_NAME = "RefSAM labels"
+# The layer's copy of the labels lives in an unnamed file above this size, so a long video's
+# labels are not held twice in RAM (the session's own store goes to disk above 2 GiB).
+LAYER_MEMMAP_BYTES = 512 << 20
+UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ  # Ctrl+Z, Cmd+Z on macOS: napari's own Labels undo key
 log = logging.getLogger(__name__)
 
 
@@ -50,13 +50,22 @@ def describe_error(action: str, exc: BaseException) -> str:
 
 def layer_array(shape, dtype) -> np.ndarray:
     """Zeros for the labels layer: in memory, or above LAYER_MEMMAP_BYTES a memmap of an unnamed
-    temporary file (deleted by the system when the layer lets go of it; the page cache, not the
-    process, holds what napari is not looking at). napari paints and slices it like any array."""
+    file (the system deletes it when the layer lets go of the array; the page cache, not the
+    process, holds what napari is not looking at). napari paints and slices it like any array.
+    The file's blocks are reserved up front where the system can, so a full disk falls back to
+    memory here instead of killing napari with SIGBUS on a later write."""
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-    if int(np.prod(shape)) * dtype.itemsize <= LAYER_MEMMAP_BYTES:
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes <= LAYER_MEMMAP_BYTES:
         return np.zeros(shape, dtype)
-    return np.memmap(tempfile.TemporaryFile(prefix="refsam-layer-", dir=_scratch_dir()), dtype=dtype,
-                     mode="w+", shape=shape)
+    try:
+        with tempfile.TemporaryFile(prefix="refsam-layer-", dir=_scratch_dir()) as handle:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, nbytes)
+            return np.memmap(handle, dtype=dtype, mode="w+", shape=shape)  # the mapping outlives the handle
+    except OSError as exc:
+        log.warning("RefSAM: labels layer kept in memory (no file-backed copy: %s)", exc)
+        return np.zeros(shape, dtype)
 
 
 def _scratch_dir() -> str | None:

@@ -166,6 +166,7 @@ class RefSAMWidget(SessionView, QWidget):
     def _on_layer_removed(self, event) -> None:
         layer = event.value
         if layer is self.labels_layer:
+            self._unwatch_labels(layer)
             self.labels_layer = None  # recreated from the session on the next run
         if layer is self.video_layer and self._worker is None:
             self._detach_session()
@@ -352,9 +353,12 @@ class RefSAMWidget(SessionView, QWidget):
         if self.session is None or self._refuse_if_busy():
             return False
         try:
-            self.session.undo()
-        except Exception as exc:  # noqa: BLE001 - e.g. nothing left to undo
+            undone = self.session.undo()
+        except Exception as exc:  # noqa: BLE001
             show_warning(describe_error("undoing", exc))
+            return False
+        if undone is None:
+            self.status.setText("Nothing to undo.")
             return False
         self._sync_all()
         session, save_to = self.session, self.autosave_file()

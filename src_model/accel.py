@@ -4,7 +4,6 @@ preprocessing and an optional ``torch.compile`` with a clean fallback. No Qt, no
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import sys
 import warnings
@@ -30,21 +29,23 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256
     faults per frame for the tiny preset's encoder, a quarter of a CPU first pass
     (BENCHMARKS.md). With blocks up to ``mmap_threshold`` from the heap and up to
     ``trim_threshold`` of free heap kept, faults drop ~25x. The process keeps up to that much
-    freed memory. Process-wide, so the application entry points call it (the ``refsam`` command,
-    the napari plugin when it loads a model, the benchmarks), not the library on import.
-    Returns whether it was applied (False off glibc, or with REFSAM_TUNE_MALLOC=0).
+    freed memory per malloc arena (one per thread that allocates, plus fragmentation).
+    Process-wide, so the application entry points call it (the ``refsam`` command, the napari
+    plugin when it loads a model, the benchmarks), not the library on import. Returns whether
+    both settings took effect: False off glibc (macOS, Windows, musl), with REFSAM_TUNE_MALLOC=0,
+    or when glibc refuses a value (mmap_threshold above 32 MiB on 64-bit).
     """
     import os
 
     if not sys.platform.startswith("linux") or os.environ.get("REFSAM_TUNE_MALLOC", "1") == "0":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses
+    except (OSError, AttributeError):  # no mallopt (e.g. musl)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
+    applied = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+    return mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and applied
 
 
 @functools.lru_cache(maxsize=1)

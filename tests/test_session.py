@@ -418,8 +418,7 @@ def test_label_store_widens_to_uint32(tmp_path):
 
 
 def test_undo_restores_frames_with_more_than_255_objects(make):
-    """Undo records keep label frames narrowed to uint8 when every id fits; with id 300 on the
-    frame they must keep the full width and still restore it bit for bit."""
+    """A frame holding id 300 (uint16 labels) is restored bit for bit by undo."""
     session = make()
     ids = []
     for i in range(300):  # one pixel each, on frame 0: no decoding needed
@@ -446,8 +445,12 @@ def test_undo_records_of_label_frames_are_exact(dtype):
     blobs[100:200, 200:300] = 70_000 if dtype == np.uint32 else 700
     blobs[0, 0] = blobs[-1, -1] = 1  # runs at both ends
     noise = rng.integers(0, 5, (240, 320)).astype(dtype)
-    for frame, kind in ((blobs, "runs"), (noise, "zlib"), (np.zeros((3, 4), dtype), "runs")):
+    wide_noise = rng.integers(0, 301, (240, 320)).astype(dtype)  # ids past 255: no uint8 narrowing
+    cases = ((blobs, "runs"), (noise, "zlib"), (wide_noise, "zlib"), (np.zeros((3, 4), dtype), "zlib"),
+             (np.asfortranarray(blobs), "runs"))
+    for frame, kind in cases:
         record = pack_frame(frame)
         back = unpack_frame(record)
         assert record[0] == kind and back.dtype == frame.dtype and np.array_equal(back, frame)
+    assert pack_frame(noise)[2] == np.dtype(np.uint8).str and pack_frame(wide_noise)[2] == np.dtype(dtype).str
     assert record_nbytes(pack_frame(blobs)) < blobs.nbytes // 20

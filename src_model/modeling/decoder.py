@@ -35,8 +35,7 @@ def folded_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     (q_h W_k,h) kᵀ, and softmax(scores) (W_v,h v) equals (softmax(scores) v) W_v,hᵀ. For the
     decoder's last token-to-image attention (two tokens are read from it: IoU and mask token 0)
     that is ~2·H·Nq·C·Nk multiply-adds instead of 2·Nk·C·C/2 for the key and value projections
-    of every image position: a twentieth of the work on the tiny preset. The key bias adds the
-    same number to every score of a query (softmax ignores it), and the value bias passes
+    of every image position: a twentieth of the work on the tiny preset. The value bias passes
     through weights that sum to one. Same result to float rounding; gradients are exact.
     """
     heads, b, nq = attn.num_heads, q.shape[0], q.shape[1]
@@ -44,8 +43,13 @@ def folded_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     d = qh.shape[-1]
     wk = attn.k_proj.weight.view(heads, d, -1)  # (H, d, C)
     wv = attn.v_proj.weight.view(heads, d, -1)
-    scores = torch.matmul(torch.matmul(qh, wk) * d ** -0.5, k.transpose(1, 2).unsqueeze(1))  # (B, H, Nq, Nk)
-    context = torch.matmul(scores.softmax(dim=-1), v.unsqueeze(1))  # (B, H, Nq, C)
+    scale = d ** -0.5
+    folded = (torch.matmul(qh, wk) * scale).reshape(b, heads * nq, -1)  # (B, H·Nq, C)
+    # q_h·b_k,h is the same for every key (softmax ignores it); kept so that k_proj.bias stays
+    # in the graph (a zero gradient, as in SAM's computation, rather than none).
+    bias = (torch.matmul(qh, attn.k_proj.bias.view(heads, d, 1)) * scale).reshape(b, heads * nq, 1)
+    scores = torch.baddbmm(bias, folded, k.transpose(1, 2))  # (B, H·Nq, Nk): one batched GEMM
+    context = torch.bmm(scores.softmax(dim=-1), v).view(b, heads, nq, -1)  # (B, H, Nq, C)
     out = torch.matmul(context, wv.transpose(1, 2)) + attn.v_proj.bias.view(heads, 1, d)
     return attn.out_proj(out.transpose(1, 2).reshape(b, nq, heads * d))
 

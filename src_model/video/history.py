@@ -22,11 +22,12 @@ def pack_frame(frame: np.ndarray) -> tuple:
     """
     flat = np.ascontiguousarray(frame).ravel()
     changes = flat[1:] != flat[:-1]
-    if 8 * np.count_nonzero(changes) < flat.size:
-        starts = np.concatenate(([0], np.flatnonzero(changes) + 1))
+    runs = int(np.count_nonzero(changes)) + 1
+    if runs * (4 + flat.itemsize) * 16 < flat.nbytes and flat.size < 2 ** 31:  # well under the frame's size
+        starts = np.concatenate(([0], np.flatnonzero(changes) + 1)).astype(np.int32)
         return ("runs", starts, flat[starts], frame.shape, frame.dtype.str)
     # Ragged frames: zlib, on uint8 when every id fits (half of zlib's input for uint16 labels).
-    if flat.dtype.itemsize > 1 and flat.max(initial=0) < 256:
+    if flat.dtype.kind == "u" and flat.itemsize > 1 and flat.max(initial=0) < 256:
         flat = flat.astype(np.uint8)
     return ("zlib", zlib.compress(flat.tobytes(), 1), flat.dtype.str, frame.shape, frame.dtype.str)
 

@@ -276,17 +276,19 @@ def test_ctrl_z_on_the_labels_layer_undoes_the_session(make_napari_viewer, qtbot
     assert np.array_equal(layer.data, before) and np.array_equal(widget.session.labels, before)
 
 
-def test_long_video_labels_layer_is_a_file_backed_copy(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch):
+def test_long_video_labels_layer_is_a_file_backed_copy(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch,
+                                                        tmp_path):
     """Above LAYER_MEMMAP_BYTES (0 here) the layer's copy of the labels is a memmap of a temporary
     file, not a second copy in RAM; segmenting, painting a correction and undoing work the same."""
     from napari_refsam import _session_view
 
     monkeypatch.setattr(_session_view, "LAYER_MEMMAP_BYTES", 0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
     segment(qtbot, widget)
     layer = widget.labels_layer
-    assert isinstance(layer.data, np.memmap)
+    assert isinstance(layer.data, np.memmap) and (tmp_path / "napari-refsam").is_dir()
     assert layer.data.any() and np.array_equal(layer.data, widget.session.labels)
     before = np.array(layer.data)
     paint_square(viewer, layer, 2, 1)
