@@ -60,13 +60,18 @@ def load_model(args):
 
 
 def timed(fn):
-    """(wall seconds, CPU seconds of this process, fn's result).
+    """(wall seconds, CPU seconds of this process, minor page faults, fn's result).
 
     CPU time is what the ratios use: on a shared machine wall time mostly measures the neighbours.
+    Page faults show what the allocator costs (see ``accel.tune_cpu_allocator``).
     """
+    import resource
+
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
+    return (time.perf_counter() - wall, time.process_time() - cpu,
+            resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, out)
 
 
 def release_way(model, video, texts) -> None:
@@ -122,7 +127,7 @@ def speed(args) -> dict:
     t_d = timed(lambda: release_way(model, video, texts))
     return {"frames": args.frames, "size": f"{args.width}x{args.height}", "b_frames": len(frames_b),
             "encoded": encoded, "load": os.getloadavg()[0],
-            **{k: {"wall": v[0], "cpu": v[1]} for k, v in zip("abcd", (t_a, t_b, t_c, t_d))}}
+            **{k: {"wall": v[0], "cpu": v[1], "faults": v[2]} for k, v in zip("abcd", (t_a, t_b, t_c, t_d))}}
 
 
 def long_video(args) -> dict:
@@ -172,10 +177,10 @@ def table(speed_result: dict | None, long_result: dict | None, args) -> str:
             f"malloc {args.malloc}, "
             f"load average {r['load']:.1f} at the end; frames encoded over (a)+(b)+(c): {r['encoded']}",
             "",
-            "| step | CPU s | CPU ms / frame | wall s |",
-            "|---|---:|---:|---:|",
-            *(f"| {label} | {r[k]['cpu']:.2f} | {1000 * r[k]['cpu'] / frames:.1f} | {r[k]['wall']:.2f} |"
-              for k, label, frames in rows),
+            "| step | CPU s | CPU ms / frame | wall s | page faults / frame |",
+            "|---|---:|---:|---:|---:|",
+            *(f"| {label} | {r[k]['cpu']:.2f} | {1000 * r[k]['cpu'] / frames:.1f} | {r[k]['wall']:.2f} | "
+              f"{r[k]['faults'] / frames:,.0f} |" for k, label, frames in rows),
             "",
             f"- (a)/(b) = **{cpu['a'] / cpu['b']:.1f}x** CPU ({r['a']['wall'] / r['b']['wall']:.1f}x wall): "
             "re-propagation after a correction vs the first pass",
