@@ -109,9 +109,10 @@ def test_single_token_tracking_attention_matches_multihead(model):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_tuned_allocator_stops_page_faults_on_reused_buffers():
-    """After tune_cpu_allocator() the 16 MiB activations of a repeated step reuse heap memory:
-    no page faults once warm. Untuned glibc faults ~1,000 times per step here (fresh mmaps,
-    trimmed heap tops), which cost a quarter of a CPU first pass."""
+    """After tune_cpu_allocator() the 16 MiB activations of a repeated step reuse heap memory.
+    Untuned glibc faults 300-700 times per step here (fresh mmaps, trimmed heap tops: 57,000 to
+    139,000 over these 200 steps in five runs), which cost a quarter of a CPU first pass; tuned,
+    0 in most runs, and at most one 16 MiB block (4,096 faults) when the heap has to grow once."""
     import resource
 
     assert accel.tune_cpu_allocator()
@@ -123,6 +124,6 @@ def test_tuned_allocator_stops_page_faults_on_reused_buffers():
     for _ in range(20):  # warm: the heap grows to the step's peak once
         step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(50):
+    for _ in range(200):
         step()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 20_000
