@@ -223,15 +223,15 @@ class SessionView:
         self.session = session
         self._ensure_labels_layer(session.labels.shape)
         layer = self.labels_layer
-        if layer.data.dtype != session.labels.dtype:
-            data = layer_array(session.labels.shape, session.labels.dtype)  # ids past 65535 (uint32)
-            for t in range(len(session.labels)):
-                data[t] = session.labels[t]
-            layer.data = data
-        else:
-            for t in range(len(session.labels)):  # the layer's own copy (see the module docstring)
-                layer.data[t] = session.labels[t]
+        data = layer.data
+        if data.dtype != session.labels.dtype:  # ids past 65535 (uint32): a new array, handed over filled
+            data = layer_array(session.labels.shape, session.labels.dtype)
+        for t in range(len(session.labels)):  # the layer's own copy (see the module docstring)
+            data[t] = session.labels[t]
+        if data is layer.data:
             layer.refresh()
+        else:
+            layer.data = data
         self.viewer.layers.selection.active = layer
         self._update_objects()
 

@@ -25,8 +25,8 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256
 
     PyTorch's CPU allocator has no cache: every activation is malloc'd and freed. glibc serves
     blocks above a (dynamic, small) threshold with a fresh mmap, and returns freed heap tops to
-    the system, so the next frame's tensors page-fault their memory in again - about 15,000
-    faults per frame for the tiny preset's encoder, a quarter of a CPU first pass
+    the system, so the next frame's tensors page-fault their memory in again - about 17,000
+    faults per frame for the tiny preset's first pass, a quarter of a CPU first pass
     (BENCHMARKS.md). With blocks up to ``mmap_threshold`` from the heap and up to
     ``trim_threshold`` of free heap kept, faults drop ~25x. The process keeps up to that much
     freed memory per malloc arena (one per thread that allocates, plus fragmentation).

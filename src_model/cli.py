@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import RefSAMError
-
     from .accel import tune_cpu_allocator
+    from .errors import RefSAMError
 
     parser = build_parser()
     args = parser.parse_args(argv)
