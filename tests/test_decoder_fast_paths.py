@@ -59,11 +59,108 @@ def test_decoder_fast_layout_matches_segment_anything(model):
     src = torch.randn(1, c, side, side, generator=gen)
     tokens = torch.randn(2, 3, c, generator=gen)
     with torch.no_grad():
-        ours, iou, _ = predict_masks(decoder, src.expand(2, -1, -1, -1), model.dense_pe(flat=True), tokens, None)
+        rows = src.flatten(2).transpose(1, 2).expand(2, -1, -1)
+        ours, iou, _ = predict_masks(decoder, rows, (side, side), model.dense_pe(flat=True), tokens, None)
         # SAM repeats the image per prompt and adds the dense prompt itself: give it zeros.
         ref, ref_iou = decoder.predict_masks(src, model.dense_pe(), tokens, torch.zeros(2, c, side, side))
     torch.testing.assert_close(ours[:, 0], ref[:, 0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(iou[:, 0], ref_iou[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_first_layer_from_cached_projections(model, with_mask):
+    """Decoding from first-layer projections kept for the conditioned rows (the dense prompt's
+    share added through the folded 16-channel product) gives the decoder's result on rows + dense:
+    the session's cached re-propagation path against the plain one, with and without a mask prompt."""
+    from src_model.modeling.channels_last import mask_prompt_factors
+    from src_model.modeling.decoder import add_dense_prompt, first_layer_inputs, predict_masks
+
+    decoder, prompts = model.sam.mask_decoder, model.sam.prompt_encoder
+    gen = torch.Generator().manual_seed(5)
+    c, side = decoder.transformer_dim, model.config.sam.embedding_size
+    rows = torch.randn(1, side * side, c, generator=gen)
+    tokens = torch.randn(2, 4, c, generator=gen)
+    token_mask = torch.tensor([[True] * 4, [True, True, False, True]])
+    if with_mask:
+        masks = torch.randn(2, 1, 4 * side, 4 * side, generator=gen) * 8
+        hidden, weight, bias = mask_prompt_factors(prompts, masks)
+        dense = F.linear(hidden, weight, bias)
+    else:
+        hidden, weight, bias = None, None, prompts.no_mask_embed.weight[0]
+        dense = bias.view(1, 1, -1)
+    pe = model.dense_pe(flat=True)
+    with torch.no_grad():
+        plain = predict_masks(decoder, (rows + dense).expand(2, -1, -1), (side, side), pe, tokens, token_mask)
+        first = add_dense_prompt(decoder.transformer, first_layer_inputs(decoder.transformer, rows, pe),
+                                 hidden, weight, bias)
+        first = tuple(x.expand(2, -1, -1) for x in first)
+        cached = predict_masks(decoder, (rows + dense).expand(2, -1, -1), (side, side), pe, tokens, token_mask,
+                               first)
+    for a, b in zip(cached, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(plain[0][0], plain[0][1])  # the two rows really differ
+
+
+def test_mask_embedding_rows_match_segment_anything():
+    """The dense mask prompt as rows (its last 1x1 convolution a matmul on the rows) against
+    segment_anything's PromptEncoder mask_downscaling, in float64: values and the gradients of
+    the input and of every parameter."""
+    from segment_anything.modeling import PromptEncoder
+
+    from src_model.modeling.channels_last import embed_mask_rows
+
+    torch.manual_seed(2)
+    encoder = PromptEncoder(embed_dim=128, image_embedding_size=(16, 12), input_image_size=(128, 96),
+                            mask_in_chans=16).double()
+    for p in encoder.mask_downscaling.parameters():  # away from the ones/zeros init of the norms
+        p.data.normal_()
+    masks = (torch.randn(3, 1, 64, 48, dtype=torch.float64) * 8).requires_grad_()
+    ours = embed_mask_rows(encoder, masks)
+    ref = encoder._embed_masks(masks).flatten(2).transpose(1, 2)
+    assert ours.shape == (3, 16 * 12, 128)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    weights = torch.randn(ref.shape, dtype=torch.float64)
+    inputs = (masks, *encoder.mask_downscaling.parameters())
+    grads = torch.autograd.grad((ours * weights).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), inputs)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_upscaled_logits_match_segment_anything():
+    """Output upscaling (transposed convs as matmuls, the last one left per input pixel) and the
+    hypernetwork dot product against segment_anything's MaskDecoder.output_upscaling on
+    (B, C, h, w), float64, on a non-square grid, with the gradients of inputs and parameters."""
+    from segment_anything.modeling import MaskDecoder
+
+    from src_model.modeling.channels_last import upscaled_mask_logits
+
+    torch.manual_seed(3)
+    c, h, w = 128, 16, 8
+    upscaling = MaskDecoder(transformer_dim=c, transformer=torch.nn.Identity()).output_upscaling.double()
+    for p in upscaling.parameters():
+        p.data.normal_(std=0.3)
+    rows = torch.randn(2, h * w, c, dtype=torch.float64, requires_grad=True)
+    hyper = torch.randn(2, c // 8, dtype=torch.float64, requires_grad=True)
+    ours = upscaled_mask_logits(upscaling, rows, (h, w), hyper)
+    upscaled = upscaling(rows.transpose(1, 2).reshape(2, c, h, w))
+    ref = (hyper.unsqueeze(1) @ upscaled.flatten(2)).view(2, 1, 4 * h, 4 * w)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    weights = torch.randn(ref.shape, dtype=torch.float64)
+    inputs = (rows, hyper, *upscaling.parameters())
+    grads = torch.autograd.grad((ours * weights).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), inputs)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_channels_last_refuses_layers_it_cannot_run():
+    """An overlapping transposed convolution has no patch-matmul form: a clear TypeError, not a wrong map."""
+    from src_model.modeling.channels_last import run_layer
+
+    with pytest.raises(TypeError, match="no channels-last form"):
+        run_layer(torch.nn.ConvTranspose2d(4, 4, kernel_size=3, stride=2), torch.zeros(1, 8, 8, 4))
 
 
 @pytest.mark.parametrize("num_queries", [1, 2, 5])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,7 +15,9 @@ from ..errors import PromptError
 from ..sam import build_sam
 from .adapter import AdaptedImageEncoder
 from .cross_modal import CrossModalMLP
-from .decoder import predict_masks
+from .channels_last import mask_prompt_factors
+from .decoder import add_dense_prompt, first_layer_inputs, predict_masks
+from .features import DecodeOutput, FrameFeatures, TextPrompt  # noqa: F401  (re-exported)
 from .fast_attention import enable_fast_attention, fast_attention_enabled
 from .hda import HierarchicalDenseAttention
 from .resolution import check_image_size, set_sam_geometry
@@ -26,48 +27,6 @@ from .tracking import ImplicitTrackingModule
 MASK_PROMPT_LOGIT = 8.0
 TRAINABLE_PARTS = ("adapters", "text_mlp", "hda", "itm", "mask_decoder")
 FROZEN_PARTS = ("image_encoder", "prompt_encoder")
-
-
-@dataclass
-class FrameFeatures:
-    """Text-independent features of frames (what the cache stores).
-
-    embedding: (B, C, h, w) SAM neck output F; hier: (B, C, h, w) F_h;
-    input_size: (h', w') of the resized frame inside the padded square; original_size: (H, W).
-    """
-
-    embedding: torch.Tensor
-    hier: torch.Tensor
-    input_size: tuple[int, int]
-    original_size: tuple[int, int]
-
-    def __len__(self) -> int:
-        return self.embedding.shape[0]
-
-    def select(self, rows) -> "FrameFeatures":
-        return FrameFeatures(self.embedding[rows], self.hier[rows], self.input_size, self.original_size)
-
-
-@dataclass
-class TextPrompt:
-    """Projected expression. words: (B, N, C) unit rows; mask: (B, N) bool; sentence: (B, C)."""
-
-    words: torch.Tensor
-    mask: torch.Tensor
-    sentence: torch.Tensor
-
-    def select(self, rows) -> "TextPrompt":
-        return TextPrompt(self.words[rows], self.mask[rows], self.sentence[rows])
-
-
-@dataclass
-class DecodeOutput:
-    """low_res_logits (B, 1, 4h, 4w); iou (B, 1); mask_token m_t (B, C); track τ_t (B, C)."""
-
-    low_res_logits: torch.Tensor
-    iou: torch.Tensor
-    mask_token: torch.Tensor
-    track: torch.Tensor
 
 
 class RefSAM(nn.Module):
@@ -353,28 +312,37 @@ class RefSAM(nn.Module):
         return cached[1][int(flat)]
 
     def text_conditioned(self, features: FrameFeatures, text: TextPrompt, batch: int | None = None) -> torch.Tensor:
-        """F̄ + HDA(F̄, F_h, [words; sentence]) -> (B, C, h, w): the text path's image input before
-        the dense prompt is added. It depends on the frame and the expression only (not on τ or
-        a mask prompt), so a video session keeps it per (expression, frame)."""
+        """F̄ + HDA(F̄, F_h, [words; sentence]) as (B, h·w, C) rows, contiguous: the text path's
+        image input before the dense prompt is added, in the decoder's layout. It depends on the
+        frame and the expression only (not on τ or a mask prompt), so a video session keeps it
+        per (expression, frame)."""
         batch = batch or max(len(features), text.words.shape[0])
         normed = F.normalize(features.embedding.expand(batch, -1, -1, -1), dim=1)
         words = text.words.expand(batch, -1, -1)
         keys = torch.cat([words, text.sentence.expand(batch, -1).unsqueeze(1)], dim=1)
         word_mask = text.mask.expand(batch, -1)
         key_mask = torch.cat([word_mask, torch.ones_like(word_mask[:, :1])], dim=1)
-        return normed + self.hda(normed, features.hier.expand(batch, -1, -1, -1), keys, key_mask)
+        conditioned = normed + self.hda(normed, features.hier.expand(batch, -1, -1, -1), keys, key_mask)
+        return conditioned.flatten(2).transpose(1, 2).contiguous()
+
+    def first_layer_inputs(self, conditioned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's first-layer image projections of ``text_conditioned`` rows (B, h·w, C),
+        kept with them by a video session (see ``decoder.first_layer_inputs``)."""
+        return first_layer_inputs(self.sam.mask_decoder.transformer, conditioned, self.dense_pe(flat=True))
 
     def decode(self, features: FrameFeatures, text: TextPrompt | None = None, track: torch.Tensor | None = None,
                mask_prompt: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
                points: tuple[torch.Tensor, torch.Tensor] | None = None,
-               track_valid: torch.Tensor | None = None, conditioned: torch.Tensor | None = None) -> DecodeOutput:
+               track_valid: torch.Tensor | None = None, conditioned: torch.Tensor | None = None,
+               first_layer: tuple | None = None) -> DecodeOutput:
         """One decode step for B objects on the same (or B) frames.
 
         features: embedding/hier with batch 1 (broadcast) or B; text: TextPrompt (B) or None for a
         prompt-only SAM decode (then src = F, exactly SAM's path); track: τ_{t-1} (B, C) or None;
         track_valid (B,) bool marks which rows have a τ; mask_prompt (B, 1, 4h, 4w) logits;
         boxes (B, 4) xyxy and points ((B, K, 2), (B, K)) in resized-input coordinates;
-        conditioned (B, C, h, w): ``text_conditioned(features, text)`` computed before (skips HDA).
+        conditioned (B, h·w, C): ``text_conditioned(features, text)`` computed before (skips HDA);
+        first_layer: ``decoder.first_layer_inputs`` of ``conditioned`` (skips three projections).
         """
         batch = max(
             len(features), 1 if text is None else text.words.shape[0],
@@ -382,19 +350,23 @@ class RefSAM(nn.Module):
             points[0].shape[0] if points is not None else 1,
         )
         pe = self.sam.prompt_encoder
-        sparse, dense = pe(points=points, boxes=boxes, masks=mask_prompt)
+        sparse, _ = pe(points=points, boxes=boxes, masks=None)  # the dense part is made here, as rows
         if sparse.shape[0] != batch:
             sparse = sparse.expand(batch, -1, -1)
-        dense = dense.expand(batch, -1, -1, -1)
-        embedding = features.embedding.expand(batch, -1, -1, -1)
+        if mask_prompt is None:
+            hidden, weight, bias = None, None, pe.no_mask_embed.weight[0]
+            dense = bias.view(1, 1, -1)
+        else:
+            hidden, weight, bias = mask_prompt_factors(pe, mask_prompt)
+            dense = F.linear(hidden, weight, bias)
         tokens = [sparse]
         masks = [torch.ones(sparse.shape[:2], dtype=torch.bool, device=sparse.device)]
         if text is None:
-            src = embedding + dense
+            src = features.embedding.flatten(2).transpose(1, 2).expand(batch, -1, -1) + dense
         else:
             if conditioned is None:
                 conditioned = self.text_conditioned(features, text, batch)
-            src = conditioned.expand(batch, -1, -1, -1) + dense
+            src = conditioned.expand(batch, -1, -1) + dense
             tokens.insert(0, text.words.expand(batch, -1, -1))
             masks.insert(0, text.mask.expand(batch, -1))
         if track is not None:
@@ -405,8 +377,13 @@ class RefSAM(nn.Module):
         # Decided on the host (no device sync): only words and an optional track token can be
         # padding; box/point prompts alone are exactly SAM's computation, without a mask.
         prompt_mask = torch.cat(masks, dim=1) if text is not None or track_valid is not None else None
+        first = None
+        if first_layer is not None and text is not None:
+            first = add_dense_prompt(self.sam.mask_decoder.transformer, first_layer, hidden, weight, bias)
+            first = tuple(x.expand(batch, -1, -1) for x in first)
         logits, iou, mask_token = predict_masks(
-            self.sam.mask_decoder, src, self.dense_pe(flat=True), prompt_tokens, prompt_mask
+            self.sam.mask_decoder, src, tuple(features.embedding.shape[-2:]), self.dense_pe(flat=True),
+            prompt_tokens, prompt_mask, first,
         )
         if track is not None and track_valid is not None:
             previous = track * track_valid.view(-1, 1).to(track.dtype)

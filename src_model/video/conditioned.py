@@ -1,9 +1,12 @@
-"""Per (expression, frame) cache of the text path's conditioned image features F̄ + HDA(F̄, F_h, words).
+"""Per (expression, frame) cache of the text path's decoder input: the conditioned image rows
+F̄ + HDA(F̄, F_h, words) and the decoder's first-layer projections of them.
 
 Decoding a text object on a frame starts with HDA, which depends only on the frame's cached
-features and the expression - not on τ, the mask prompt or the other objects. A re-propagation
-after a correction revisits frames whose conditioned features the earlier run already computed,
-so the session keeps them here and skips HDA (about a third of a tiny decode on CPU).
+features and the expression - not on τ, the mask prompt or the other objects - and so do the
+three image projections of the decoder's first layer (the dense prompt's share is added per
+decode, see ``decoder.add_dense_prompt``). A re-propagation after a correction revisits frames
+whose entries the earlier run already computed, so the session keeps them here and skips HDA
+(about a third of a tiny decode on CPU) and those projections.
 
 Entries are the exact tensors the decoder consumed (model dtype, model device), so a decode from
 the cache gives bit-identical labels to a fresh one. An LRU bounded by bytes; the session passes
@@ -17,8 +20,12 @@ from collections import OrderedDict
 import torch
 
 
+def _nbytes(value: tuple[torch.Tensor, ...]) -> int:
+    return sum(t.numel() * t.element_size() for t in value)
+
+
 class ConditionedCache:
-    """LRU of (C, h, w) tensors keyed by (expression, frame), at most ``max_bytes`` of them."""
+    """LRU of tuples of tensors keyed by (expression, frame), at most ``max_bytes`` of them."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(0, int(max_bytes))
@@ -27,7 +34,7 @@ class ConditionedCache:
         self.clear()
 
     def clear(self) -> None:
-        self._entries: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int], tuple[torch.Tensor, ...]] = OrderedDict()
         self.nbytes = 0
 
     def check(self, signature) -> None:
@@ -36,7 +43,7 @@ class ConditionedCache:
             self.clear()
             self._signature = signature
 
-    def get(self, key: tuple[str, int]) -> torch.Tensor | None:
+    def get(self, key: tuple[str, int]) -> tuple[torch.Tensor, ...] | None:
         value = self._entries.get(key)
         if value is None:
             self.misses += 1
@@ -45,16 +52,16 @@ class ConditionedCache:
         self.hits += 1
         return value
 
-    def put(self, key: tuple[str, int], value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
+    def put(self, key: tuple[str, int], value: tuple[torch.Tensor, ...]) -> None:
+        size = _nbytes(value)
         if size > self.max_bytes:
             return
         old = self._entries.pop(key, None)
         if old is not None:
-            self.nbytes -= old.numel() * old.element_size()
+            self.nbytes -= _nbytes(old)
         while self._entries and self.nbytes + size > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)
-            self.nbytes -= dropped.numel() * dropped.element_size()
+            self.nbytes -= _nbytes(dropped)
         self._entries[key] = value
         self.nbytes += size
 
@@ -62,7 +69,7 @@ class ConditionedCache:
         """Forget every frame of one expression (its last object was removed)."""
         for key in [k for k in self._entries if k[0] == text]:
             value = self._entries.pop(key)
-            self.nbytes -= value.numel() * value.element_size()
+            self.nbytes -= _nbytes(value)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -150,20 +150,24 @@ class FrameResult:
     taus: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def _conditioned(model, feats, text, group: list[Job], frame: int | None, cache) -> torch.Tensor | None:
-    """The group's text-conditioned features from ``cache`` (ConditionedCache) when every row is
-    there, else computed for the whole group and stored; None without a cache."""
+def _conditioned(model, feats, text, group: list[Job], frame: int | None, cache) -> tuple | None:
+    """The group's text-conditioned rows and first-layer projections (``RefSAM.first_layer_inputs``)
+    from ``cache`` (ConditionedCache) when every row is there, else computed for the whole group
+    and stored; None without a cache."""
     if cache is None or frame is None:
         return None
     keys = [(job.phrase, frame) for job in group]
     rows = [cache.get(key) for key in keys]
     if all(row is not None for row in rows):
-        return torch.stack(rows)
+        if len(rows) == 1:  # one row: views, no copy
+            return tuple(part.unsqueeze(0) for part in rows[0])
+        return tuple(torch.stack(parts) for parts in zip(*rows))
     conditioned = model.text_conditioned(feats, text, len(group))
-    for key, row in zip(keys, conditioned):
+    entry = (conditioned, *model.first_layer_inputs(conditioned))
+    for r, key in enumerate(keys):
         # A row of a larger batch is copied out, so evicting it frees its own bytes.
-        cache.put(key, row.clone() if len(group) > 1 else row)
-    return conditioned
+        cache.put(key, tuple(part[r].clone() if len(group) > 1 else part[r] for part in entry))
+    return entry
 
 
 def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=None) -> FrameResult:
@@ -199,9 +203,10 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
                                                for t in taus])).to(device)
             if not all(t is not None for t in taus):
                 valid = torch.tensor([t is not None for t in taus], device=device)
-        conditioned = _conditioned(model, feats, text, group, frame, cache) if kind == TEXT else None
-        out = model.decode(feats, text=text, track=track, mask_prompt=mask_prompt, boxes=boxes,
-                           points=points, track_valid=valid, conditioned=conditioned)
+        cached = _conditioned(model, feats, text, group, frame, cache) if kind == TEXT else None
+        conditioned, first_layer = (None, None) if cached is None else (cached[0], cached[1:])
+        out = model.decode(feats, text=text, track=track, mask_prompt=mask_prompt, boxes=boxes, points=points,
+                           track_valid=valid, conditioned=conditioned, first_layer=first_layer)
         competing = [r for r, j in enumerate(group) if not j.key]
         if competing:
             frame_logits = model.postprocess(out.low_res_logits[competing], feats.input_size, size)
