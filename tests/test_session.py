@@ -273,9 +273,10 @@ def test_repropagation_reuses_text_conditioned_features_bit_exactly(make):
     assert fresh_hits == 0 and len(fresh.conditioned) == 0
     assert np.array_equal(labels, fresh_labels)
     # The cache is bounded by bytes (LRU), and removing an object forgets its expression.
-    small = ConditionedCache(3 * 4 * 4 * 3 * 4)  # three (4, 4, 3) float32 tensors
+    small = ConditionedCache(3 * (48 + 16) * 4)  # three entries of a (4, 4, 3) and a (4, 4) float32 tensor
     for frame in range(5):
-        small.put(("x", frame), torch.zeros(4, 4, 3))
+        small.put(("x", frame), (torch.zeros(4, 4, 3), torch.zeros(4, 4)))
+    assert small.nbytes == 3 * (48 + 16) * 4
     assert len(small) == 3 and small.get(("x", 0)) is None and small.get(("x", 4)) is not None
     cached.remove_object(2)
     assert len(cached.conditioned) == T
