@@ -274,3 +274,16 @@ def job_for(obj: VideoObject, action: str, t: int, state, prev_mask, use_track: 
     box = mask_box(prev_mask)
     # Without a box or τ there is nothing to follow: the object stays lost until a correction.
     return Job(obj.id, PROMPT, True, mask=prev_mask, box=box, tau=tau, lost=box is None and tau is None)
+
+
+def resume_state(obj: VideoObject, prev: int, num_frames: int, mask_on) -> tuple | None:
+    """Chain state (τ or None, cond, frame) an earlier run stored for frame ``prev``, or what can
+    stand in for it; None when there is nothing to continue from. mask_on(obj_id, frame) -> mask."""
+    if not 0 <= prev < num_frames:
+        return None
+    if obj.known[prev]:
+        tau = obj.track[prev]
+        return (None if np.isnan(tau[0]) else tau.copy(), bool(obj.cond[prev]), prev)
+    if prev in obj.keyframes or (obj.kind == PROMPT and mask_on(obj.id, prev).any()):
+        return (None, True, prev)  # the mask is there, τ is not: follow the mask
+    return None

@@ -35,7 +35,7 @@ from .conditioned import ConditionedCache
 from .history import Edit
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
 from .objects import PROMPT, TEXT, VideoObject, check_box, check_frame, check_mask, check_points
-from .propagation import COLD, DIRECTIONS, KEY, RESUME, STEP, decode_jobs, job_for, plan, resolve
+from .propagation import COLD, DIRECTIONS, KEY, RESUME, STEP, decode_jobs, job_for, plan, resolve, resume_state
 from .source import VideoSource, open_video
 
 
@@ -72,7 +72,8 @@ class VideoSession:
                          "max_cache_bytes": int(max_cache_bytes), "mask_threshold": self.mask_threshold,
                          "undo_depth": self.undo_depth,
                          "contrast_limits": None if contrast_limits is None else list(contrast_limits)}
-        # F̄ + HDA per (expression, frame): what a re-propagation reuses besides the frame features.
+        # F̄ + HDA and the decoder's first-layer projections per (expression, frame): what a
+        # re-propagation reuses besides the frame features.
         self.conditioned = ConditionedCache(self.settings["max_cache_bytes"] // 4)
         self._objects: dict[int, VideoObject] = {}
         self._next_id = 1
@@ -308,7 +309,10 @@ class VideoSession:
             use_track = obj.kind == TEXT or bool(self.model.heads_trained)
             state = None
             if action in (STEP, RESUME):
-                state = running.get(obj_id) if action == STEP else self._resume_state(obj, t - p.step, mask_on)
+                if action == STEP:
+                    state = running.get(obj_id)
+                else:
+                    state = resume_state(obj, t - p.step, self.num_frames, mask_on)
                 if state is None:
                     if obj.kind != TEXT:
                         continue  # a prompt object with nothing to follow on this frame
@@ -338,17 +342,6 @@ class VideoSession:
             obj.cond[t] = cond
             running[obj.id] = (tau if use_track else None, cond, t)
         return new
-
-    def _resume_state(self, obj: VideoObject, prev: int, mask_on) -> tuple | None:
-        """Chain state stored for frame ``prev`` by an earlier run, or what can stand in for it."""
-        if not 0 <= prev < self.num_frames:
-            return None
-        if obj.known[prev]:
-            tau = obj.track[prev]
-            return (None if np.isnan(tau[0]) else tau.copy(), bool(obj.cond[prev]), prev)
-        if prev in obj.keyframes or (obj.kind == PROMPT and mask_on(obj.id, prev).any()):
-            return (None, True, prev)  # the mask is there, τ is not: follow the mask
-        return None
 
     # ----------------------------------------------------------------- history
     def _begin(self, name: str) -> Edit:
