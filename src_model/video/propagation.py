@@ -218,6 +218,14 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
     return result
 
 
+def _above(logits: torch.Tensor, threshold: float) -> np.ndarray:
+    """logits > threshold as a numpy bool array: compared on the device (1 byte per pixel comes
+    back), or in numpy for CPU tensors (the same float comparison, without torch's overhead)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return logits.numpy() > threshold
+    return (logits > threshold).cpu().numpy()
+
+
 def resolve(old: np.ndarray, cleared: list[int], logits: dict[int, torch.Tensor],
             locked: dict[int, np.ndarray], threshold: float) -> np.ndarray:
     """New label frame from the old one (see the overlap rules in session.py).
@@ -232,16 +240,17 @@ def resolve(old: np.ndarray, cleared: list[int], logits: dict[int, torch.Tensor]
     else:
         for obj in cleared:  # a few comparisons beat np.isin's sort on a whole frame
             new[new == obj] = 0
+    # np.where rather than boolean-mask assignment: a speckled mask (an untrained model's) made
+    # the scattered writes cost a twentieth of a whole re-propagation step.
     if len(logits) == 1:  # one object: its own threshold, no arg-max over a stack
         (obj, row), = logits.items()
-        new[(row > threshold).cpu().numpy() & (new == 0)] = obj
+        new = np.where(_above(row, threshold) & (new == 0), new.dtype.type(obj), new)
     elif logits:
         ids = list(logits)
         stacked = torch.stack([logits[i] for i in ids])
         best, arg = stacked.max(0)
-        win = (best > threshold).cpu().numpy() & (new == 0)
         table = np.asarray(ids, dtype=new.dtype)
-        new[win] = table[arg.cpu().numpy()[win]]
+        new = np.where(_above(best, threshold) & (new == 0), table[arg.cpu().numpy()], new)
     for obj, mask in locked.items():  # a keyframe is the whole truth about its object on its frame
         new[(new == obj) & ~mask] = 0
         new[mask] = obj
