@@ -224,3 +224,14 @@ def test_tuned_allocator_stops_page_faults_on_reused_buffers():
     for _ in range(200):
         step()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 20_000
+
+
+def test_first_layer_without_its_rows_is_refused(model):
+    """Projections kept for some conditioned rows are meaningless without those rows: refused."""
+    from src_model.modeling.features import FrameFeatures
+
+    c, side = model.sam.mask_decoder.transformer_dim, model.config.sam.embedding_size
+    feats = FrameFeatures(torch.zeros(1, c, side, side), torch.zeros(1, c, side, side), (256, 256), (256, 256))
+    stale = tuple(torch.zeros(1, side * side, c // 2) for _ in range(3))
+    with pytest.raises(ValueError, match="first_layer needs the text-conditioned rows"):
+        model.decode(feats, first_layer=stale)

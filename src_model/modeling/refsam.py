@@ -344,6 +344,8 @@ class RefSAM(nn.Module):
         conditioned (B, h·w, C): ``text_conditioned(features, text)`` computed before (skips HDA);
         first_layer: ``decoder.first_layer_inputs`` of ``conditioned`` (skips three projections).
         """
+        if first_layer is not None and (conditioned is None or text is None):
+            raise ValueError("first_layer needs the text-conditioned rows it was projected from (conditioned=)")
         batch = max(
             len(features), 1 if text is None else text.words.shape[0],
             *(x.shape[0] for x in (track, mask_prompt, boxes) if x is not None),
@@ -378,7 +380,7 @@ class RefSAM(nn.Module):
         # padding; box/point prompts alone are exactly SAM's computation, without a mask.
         prompt_mask = torch.cat(masks, dim=1) if text is not None or track_valid is not None else None
         first = None
-        if first_layer is not None and text is not None:
+        if first_layer is not None:
             first = add_dense_prompt(self.sam.mask_decoder.transformer, first_layer, hidden, weight, bias)
             first = tuple(x.expand(batch, -1, -1) for x in first)
         logits, iou, mask_token = predict_masks(

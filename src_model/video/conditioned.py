@@ -8,8 +8,10 @@ decode, see ``decoder.add_dense_prompt``). A re-propagation after a correction r
 whose entries the earlier run already computed, so the session keeps them here and skips HDA
 (about a third of a tiny decode on CPU) and those projections.
 
-Entries are the exact tensors the decoder consumed (model dtype, model device), so a decode from
-the cache gives bit-identical labels to a fresh one. An LRU bounded by bytes; the session passes
+Entries are computed once, the same way whether or not they are then kept (model dtype, model
+device), and every decode starts from them: a decode from the cache gives bit-identical labels to
+one that had to recompute its entry (a cache of size 0 included). Entries are 2.5x the conditioned
+rows alone (1.25 MiB per (expression, frame) on ``tiny``). An LRU bounded by bytes; the session passes
 a ``signature`` (encoder input size and precision) at the start of every run and the cache
 empties when it changes. Like the feature cache, it assumes the session's weights do not change.
 """

@@ -175,7 +175,8 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
 
     feats: FrameFeatures of the frame (batch 1, broadcast over the group). Rows of a group
     without τ are masked out of the track token with ``track_valid``. cache: a
-    ConditionedCache for text objects' F̄ + HDA of ``frame`` (None: computed every time).
+    ConditionedCache for text objects' F̄ + HDA of ``frame`` and its first-layer projections
+    (None: computed every time, through the plain decode).
     """
     result = FrameResult()
     groups: dict[tuple, list[Job]] = {}
