@@ -272,11 +272,29 @@ def test_repropagation_reuses_text_conditioned_features_bit_exactly(make):
     fresh_labels, fresh_hits = run(fresh)
     assert fresh_hits == 0 and len(fresh.conditioned) == 0
     assert np.array_equal(labels, fresh_labels)
+    # A budget with room for every frame's rows but few projections: the projections are made
+    # again from the kept rows, with the same labels, and HDA is still skipped on every frame.
+    rows = next(iter(cached.conditioned._entries.values()))[0]
+    slimmed = make()
+    slimmed.conditioned = ConditionedCache((2 * T + 2) * rows.numel() * rows.element_size())
+    slim_labels, slim_hits = run(slimmed)
+    assert slim_hits == 2 * T and np.array_equal(labels, slim_labels)
+    assert sum(len(entry) == 1 for entry in slimmed.conditioned._entries.values()) >= T
     # The cache is bounded by bytes (LRU), and removing an object forgets its expression.
     small = ConditionedCache(3 * (48 + 16) * 4)  # three entries of a (4, 4, 3) and a (4, 4) float32 tensor
     for frame in range(5):
         small.put(("x", frame), (torch.zeros(4, 4, 3), torch.zeros(4, 4)))
-    assert small.nbytes == 3 * (48 + 16) * 4
+    assert small.nbytes == 2 * 48 * 4 + (48 + 16) * 4  # the two older ones kept their rows only
+    # Room is made by dropping the least recently used entries' projections before whole entries.
+    slim = ConditionedCache(3 * 48 * 4 + 2 * 16 * 4)  # three rows, and projections for two of them
+    for frame in range(3):
+        slim.put(("x", frame), (torch.zeros(4, 4, 3), torch.zeros(4, 4)))
+    assert len(slim) == 3 and [len(slim.get(("x", f))) for f in range(3)] == [1, 2, 2]
+    # Frame 3 needs more room than all projections free: every older entry keeps its rows only,
+    # then the least recently used one goes.
+    slim.put(("x", 3), (torch.zeros(4, 4, 3), torch.zeros(4, 4)))
+    assert slim.get(("x", 0)) is None and [len(slim.get(("x", f))) for f in (1, 2, 3)] == [1, 1, 2]
+    assert slim.nbytes == 2 * 48 * 4 + (48 + 16) * 4
     assert len(small) == 3 and small.get(("x", 0)) is None and small.get(("x", 4)) is not None
     cached.remove_object(2)
     assert len(cached.conditioned) == T

@@ -27,7 +27,14 @@ def _nbytes(value: tuple[torch.Tensor, ...]) -> int:
 
 
 class ConditionedCache:
-    """LRU of tuples of tensors keyed by (expression, frame), at most ``max_bytes`` of them."""
+    """LRU of tuples of tensors keyed by (expression, frame), at most ``max_bytes`` of them.
+
+    An entry's first tensor is what is dear to recompute (the conditioned rows: HDA); the rest
+    (the first-layer projections) is cheaper per byte. When a new entry needs room, the least
+    recently used entries first lose their rest, and only then are whole entries evicted: a
+    sweep over more frames than fit whole still finds every frame's rows, as before the
+    projections were kept, and ``get`` may return an entry of the rows alone.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(0, int(max_bytes))
@@ -55,17 +62,30 @@ class ConditionedCache:
         return value
 
     def put(self, key: tuple[str, int], value: tuple[torch.Tensor, ...]) -> None:
+        if _nbytes(value) > self.max_bytes:
+            value = value[:1]  # the rows alone may still fit
         size = _nbytes(value)
         if size > self.max_bytes:
             return
         old = self._entries.pop(key, None)
         if old is not None:
             self.nbytes -= _nbytes(old)
+        self._make_room(size)
+        self._entries[key] = value
+        self.nbytes += size
+
+    def _make_room(self, size: int) -> None:
+        if self.nbytes + size <= self.max_bytes:
+            return
+        for key, value in self._entries.items():  # least recently used first
+            if len(value) > 1:
+                self._entries[key] = value[:1]
+                self.nbytes -= _nbytes(value[1:])
+                if self.nbytes + size <= self.max_bytes:
+                    return
         while self._entries and self.nbytes + size > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)
             self.nbytes -= _nbytes(dropped)
-        self._entries[key] = value
-        self.nbytes += size
 
     def drop_text(self, text: str) -> None:
         """Forget every frame of one expression (its last object was removed)."""

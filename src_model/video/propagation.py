@@ -159,6 +159,9 @@ def _conditioned(model, feats, text, group: list[Job], frame: int | None, cache)
     keys = [(job.phrase, frame) for job in group]
     rows = [cache.get(key) for key in keys]
     if all(row is not None for row in rows):
+        if any(len(row) == 1 for row in rows):  # the cache kept only the rows: project them again
+            conditioned = rows[0][0].unsqueeze(0) if len(rows) == 1 else torch.stack([row[0] for row in rows])
+            return (conditioned, *model.first_layer_inputs(conditioned))
         if len(rows) == 1:  # one row: views, no copy
             return tuple(part.unsqueeze(0) for part in rows[0])
         return tuple(torch.stack(parts) for parts in zip(*rows))
