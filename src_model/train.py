@@ -56,6 +56,7 @@ class TrainOptions:
     objects_per_clip: int = 1
     size: int | None = None
     image_size: int | None = None
+    inference_image_size: int | None = None
     synthetic_size: int = 128
     synthetic_frames: int = 8
     lr: float | None = None
@@ -184,8 +185,10 @@ def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) ->
     return int(state["step"]), float(state.get("seconds", 0.0))
 
 
-def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int) -> None:
-    """Write the trained model as RefSAM safetensors (every part when SAM itself was trained)."""
+def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int,
+                   inference_image_size: int | None = None) -> None:
+    """Write the trained model as RefSAM safetensors (every part when SAM itself was trained),
+    with the encoder input size ``load_refsam`` should run it at, if one is given."""
     from .weights import ALL_PARTS, REFSAM_PARTS, save_refsam
 
     model.heads_trained = True
@@ -196,7 +199,10 @@ def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int) ->
 
         half = copy.deepcopy(model).half()
         model = half
-    save_refsam(model, path, parts=parts, extra={"trained_steps": step, "trained_from_scratch": train_sam})
+    extra = {"trained_steps": step, "trained_from_scratch": train_sam}
+    if inference_image_size:
+        extra["inference_image_size"] = int(inference_image_size)
+    save_refsam(model, path, parts=parts, extra=extra)
 
 
 def _resized_model(model, opts: TrainOptions, device: torch.device):
@@ -277,12 +283,19 @@ def train(opts: TrainOptions, model=None) -> dict:
     if model is None:
         model = load_refsam(opts.weights, preset=None if opts.weights else opts.preset,
                             sam_checkpoint=opts.sam_checkpoint, text_encoder=opts.text_encoder, device=device)
+        model.set_image_size(None)  # train at the weights' native size, not at their recommended one
         if opts.image_size and opts.image_size != model.config.sam.image_size:
             model = _resized_model(model, opts, device)
     model = model.to(device)
     if model.text_encoder is None:
         raise ValueError("training needs a text encoder (--text-encoder NAME)")
     train_sam = bool(opts.from_scratch)
+    # Exports recommend --inference-image-size, or what the fine-tuned weights recommended.
+    run_size = opts.inference_image_size or getattr(model, "inference_image_size", None)
+    if run_size:
+        from .modeling.resolution import check_image_size
+
+        run_size = check_image_size(run_size, model.config.sam.patch_size)  # refused now, not at load time
     model.freeze_base(train_sam=train_sam)
     model.train()
     lrs = learning_rates(opts, train_sam)
@@ -377,9 +390,9 @@ def train(opts: TrainOptions, model=None) -> dict:
                 window = []
             if step % opts.save_every == 0 or last:
                 save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
-                export_weights(model, out / "refsam.safetensors", train_sam, False, step)
+                export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size)
                 if opts.export:
-                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step)
+                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step, run_size)
     if bar is not None:
         bar.close()
     if world > 1:

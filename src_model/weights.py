@@ -129,7 +129,9 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
     bf16: run the image encoder under bf16 autocast: "auto" = on for CUDA GPUs that have fast bf16
     (and CPUs with AVX512-BF16/AMX only when True is passed: their speed-up varies); features are fp32.
     image_size: run the encoder at this input size instead of the native one (e.g. 512 for ViT-B
-    on CPU; a speed/quality trade-off, ``model.set_image_size``).
+    on CPU; a speed/quality trade-off, ``model.set_image_size``). None: the size the weights file
+    recommends (``inference_image_size`` in its metadata; the bundled model's is 256, twice the
+    size it was trained at: finer masks, see src_model/weights/README.md), else the native one.
     """
     from .modeling.refsam import RefSAM
 
@@ -178,9 +180,31 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
     if bf16 == "auto":
         bf16 = "auto" if model.device.type == "cuda" else False
     model.enable_bf16(bf16)
+    # What the file recommends is kept on the model, so a fine-tuned export can carry it on.
+    model.inference_image_size = (file_config or {}).get("inference_image_size")
+    if image_size is None:
+        image_size = model.inference_image_size
     if image_size is not None:
         model.set_image_size(image_size)
     return model
+
+
+def set_inference_image_size(path: str | os.PathLike, image_size: int | None) -> Path:
+    """Record in a RefSAM file the encoder input size ``load_refsam`` runs it at by default
+    (None: its native size). Rewrites the file atomically; the tensors are unchanged."""
+    from safetensors.torch import save_file
+
+    from .modeling.resolution import check_image_size
+
+    path = Path(path)
+    config, state = read_refsam_file(path)
+    if image_size is None:
+        config.pop("inference_image_size", None)
+    else:
+        config["inference_image_size"] = check_image_size(int(image_size), config["config"]["sam"]["patch_size"])
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"refsam": json.dumps(config)})
+    return path
 
 
 def weights_signature(model) -> str:

@@ -5,6 +5,7 @@ import csv
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,12 +137,43 @@ def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
 
     write_synthetic_dataset(tmp_path / "data", 2, seed=5, split="train", num_frames=4, size=(64, 64))
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1",
-               "--batch-size", "1", "--accum", "2", "--num-frames", "2", "--image-size", "64", "--from-scratch",
-               "--device", "cpu", "--out", str(out), "--no-progress", "--export", str(tmp_path / "m.safetensors")])
+    common = ["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1", "--batch-size", "1",
+              "--accum", "2", "--num-frames", "2", "--device", "cpu", "--no-progress"]
+    rc = main([*common, "--image-size", "64", "--from-scratch", "--inference-image-size", "128", "--out", str(out),
+               "--export", str(tmp_path / "m.safetensors")])
     assert rc == 0
     assert (out / "checkpoint.pt").is_file() and (tmp_path / "m.safetensors").is_file()
     assert main(["train", "--data", str(tmp_path / "missing"), "--steps", "1", "--out", str(out)]) == 2
+    # Fine-tuning trains at the weights' native size and carries their recommended size on.
+    assert main([*common, "--weights", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "ft"),
+                 "--export", str(tmp_path / "ft.safetensors")]) == 0
+    assert main([*common, "--weights", str(tmp_path / "m.safetensors"), "--inference-image-size", "100",
+                 "--out", str(tmp_path / "bad")]) == 2  # not a multiple of the 8-px patch
+    from src_model.weights import read_refsam_file
+
+    for name in ("m", "ft"):
+        config, _ = read_refsam_file(tmp_path / f"{name}.safetensors")
+        assert config["inference_image_size"] == 128 and config["config"]["sam"]["image_size"] == 64
+
+
+def test_recommended_inference_size_is_what_load_refsam_runs(tmp_path, text_encoder):
+    """A file's recommended encoder input size (inference_image_size) is load_refsam's default;
+    an explicit image_size wins; the native size stays what the file saves."""
+    from src_model.weights import load_refsam, save_refsam, set_inference_image_size
+
+    torch.manual_seed(0)
+    path = save_refsam(load_refsam(None, preset="tiny", text_encoder=False, device="cpu"), tmp_path / "t.safetensors")
+    assert load_refsam(path, text_encoder=False, device="cpu").config.sam.image_size == 256
+    set_inference_image_size(path, 384)
+    model = load_refsam(path, text_encoder=False, device="cpu")
+    assert model.config.sam.image_size == 384 and model.native_config.sam.image_size == 256
+    with torch.no_grad():  # the encoder really runs at 384 px: a 48x48 embedding (8-px patches)
+        assert model.encode_frames(np.zeros((1, 40, 40, 3), np.uint8)).embedding.shape[-2:] == (48, 48)
+    assert load_refsam(path, text_encoder=False, device="cpu", image_size=128).config.sam.image_size == 128
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        set_inference_image_size(path, 100)
+    set_inference_image_size(path, None)
+    assert load_refsam(path, text_encoder=False, device="cpu").config.sam.image_size == 256
 
 
 def _tiny_bert_1024(folder):

@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=None, help="resize clips of --data to SIZE x SIZE")
     parser.add_argument("--image-size", type=int, default=None,
                         help="native encoder input size of a fresh model (default: the preset's; e.g. 128 for 128-px clips)")
+    parser.add_argument("--inference-image-size", type=int, default=None,
+                        help="encoder input size the exported weights recommend for inference (load_refsam's "
+                             "default for them; e.g. 256 for a model trained at 128: finer masks)")
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every trained part (--lr-* override it)")
     parser.add_argument("--synthetic-size", type=int, default=128, help="side of streamed synthetic clips")
     parser.add_argument("--synthetic-frames", type=int, default=8, help="frames of each streamed synthetic video")
@@ -71,7 +74,8 @@ def options_from_args(args):
         sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder, from_scratch=args.from_scratch,
         steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size, accum=args.accum, num_frames=args.num_frames,
         objects_per_clip=args.objects_per_clip,
-        size=args.size, image_size=args.image_size, lr=args.lr, synthetic_size=args.synthetic_size, synthetic_frames=args.synthetic_frames,
+        size=args.size, image_size=args.image_size, inference_image_size=args.inference_image_size, lr=args.lr,
+        synthetic_size=args.synthetic_size, synthetic_frames=args.synthetic_frames,
         lrs={part: getattr(args, f"lr_{part}") for part in _LR_FLAGS}, weight_decay=args.weight_decay,
         warmup=args.warmup, schedule=args.schedule, clip_grad=args.clip_grad,
         prompt_dropout=args.prompt_dropout, keyframe_prob=args.keyframe_prob, device=args.device, precision=args.precision,
