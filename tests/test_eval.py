@@ -87,4 +87,12 @@ def test_eval_cli_json(tiny_model, small_split, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["num_videos"] == 1 and len(printed["rounds"]) == 2
     assert json.loads((tmp_path / "result.json").read_text())["J&F"] == printed["J&F"]
+    assert printed["image_size"] == tiny_model.config.sam.image_size
     assert main(["eval", "--data", str(tmp_path / "nothing"), "--model", str(weights)]) == 2
+    # --image-size runs the encoder at another input size, and says so; a size off the patch grid is refused.
+    assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
+                 "--max-videos", "1", "--json", "--image-size", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)["image_size"] == 64
+    assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights),
+                 "--image-size", "100"]) == 2
+    assert "multiple of the patch size" in capsys.readouterr().err

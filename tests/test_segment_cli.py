@@ -55,6 +55,7 @@ def test_segment_png_folder(mp4, tmp_path):
     (["-o", "OUT/l.tif"], "nothing to segment"),
     (["--text", "x"], "-o OUT"),
     (["--text", "x", "--box", "0", "a", "1", "2", "3", "-o", "OUT/l.tif"], "--box"),
+    (["--text", "x", "--image-size", "100", "-o", "OUT/l.tif"], "multiple of the patch size"),
 ])
 def test_bad_arguments_exit_2_with_one_line(mp4, tmp_path, capsys, extra, message):
     extra = [e.replace("OUT", str(tmp_path)) for e in extra]

@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sam-checkpoint", default=None, help="official SAM .pth when --model holds only RefSAM parts")
     parser.add_argument("--text-encoder", default=None, help="text encoder name or folder (default: the model's own)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="encoder input size (default: the size the weights recommend, 256 for the bundled model; else their native size)")
     parser.add_argument("--interactive", type=int, default=0, metavar="K",
                         help="K rounds of 'replace the worst frame with its ground truth and re-propagate'")
     parser.add_argument("--davis", action="store_true", help="Ref-DAVIS17 protocol (4 expression sets averaged)")
@@ -31,11 +33,12 @@ def run(args) -> int:
     if args.interactive < 0:
         raise ValueError(f"--interactive must be >= 0, got {args.interactive}")
     model = load_refsam(args.model, sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder,
-                        device=args.device)
+                        device=args.device, image_size=args.image_size)
     result = evaluate_dataset(model, args.data, args.split, davis=args.davis, interactive=args.interactive,
                               submission=args.submission, max_videos=args.max_videos,
                               progress=not args.json and sys.stderr.isatty())
-    result = {"model": str(args.model), "data": str(args.data), "split": args.split, **result}
+    result = {"model": str(args.model), "image_size": model.config.sam.image_size, "data": str(args.data),
+              "split": args.split, **result}
     if args.output:
         from ..atomic import atomic_file
 

@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sam-checkpoint", default=None, metavar="P", help="official SAM .pth checkpoint")
     parser.add_argument("--text-encoder", default=None, metavar="NAME", help="text encoder name or folder")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="encoder input size (default: the size the weights recommend, 256 for the bundled model; else their native size)")
     parser.add_argument("--cache-dir", default=None, metavar="D", help="on-disk feature cache (resumable)")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per encoder call")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -67,7 +69,7 @@ def _load_model(args):
     hf_logging.disable_progress_bar()  # stderr keeps one progress bar (ours) and one-line errors
     weights = None if str(args.model).lower() == "none" else args.model
     return load_refsam(weights, preset=args.preset, sam_checkpoint=args.sam_checkpoint,
-                       text_encoder=args.text_encoder, device=args.device)
+                       text_encoder=args.text_encoder, device=args.device, image_size=args.image_size)
 
 
 def run(args) -> int:
