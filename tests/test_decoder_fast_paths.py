@@ -107,7 +107,7 @@ def test_mask_embedding_rows_match_segment_anything():
     the input and of every parameter."""
     from segment_anything.modeling import PromptEncoder
 
-    from src_model.modeling.channels_last import embed_mask_rows
+    from src_model.modeling.channels_last import mask_prompt_factors
 
     torch.manual_seed(2)
     encoder = PromptEncoder(embed_dim=128, image_embedding_size=(16, 12), input_image_size=(128, 96),
@@ -115,7 +115,7 @@ def test_mask_embedding_rows_match_segment_anything():
     for p in encoder.mask_downscaling.parameters():  # away from the ones/zeros init of the norms
         p.data.normal_()
     masks = (torch.randn(3, 1, 64, 48, dtype=torch.float64) * 8).requires_grad_()
-    ours = embed_mask_rows(encoder, masks)
+    ours = F.linear(*mask_prompt_factors(encoder, masks))
     ref = encoder._embed_masks(masks).flatten(2).transpose(1, 2)
     assert ours.shape == (3, 16 * 12, 128)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)

@@ -62,7 +62,7 @@ def mask_prompt_factors(prompt_encoder: nn.Module, masks: torch.Tensor
     """SAM's dense mask prompt before its last layer, a 1x1 convolution from r to C channels.
 
     masks (B, 1, 4h, 4w) logits -> hidden (B, h·w, r) rows, weight (C, r), bias (C,): the prompt
-    is ``F.linear(hidden, weight, bias)`` (``embed_mask_rows``). The layers before the last run
+    is ``F.linear(hidden, weight, bias)``. The layers before the last run
     as SAM's modules: with 4 and 16 channels they are cheapest channels-first.
     """
     *body, last = prompt_encoder.mask_downscaling
@@ -72,12 +72,6 @@ def mask_prompt_factors(prompt_encoder: nn.Module, masks: torch.Tensor
     for layer in body:
         hidden = layer(hidden)
     return hidden.flatten(2).transpose(1, 2), last.weight.flatten(1), last.bias
-
-
-def embed_mask_rows(prompt_encoder: nn.Module, masks: torch.Tensor) -> torch.Tensor:
-    """SAM's dense mask prompt as rows: masks (B, 1, 4h, 4w) -> (B, h·w, C); equals
-    ``prompt_encoder._embed_masks(masks).flatten(2).transpose(1, 2)``."""
-    return F.linear(*mask_prompt_factors(prompt_encoder, masks))
 
 
 def upscaled_mask_logits(output_upscaling: nn.Sequential, image: torch.Tensor, size: tuple[int, int],
