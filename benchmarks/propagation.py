@@ -1,8 +1,11 @@
 """Propagation benchmark (issue 3): what the feature cache buys, and memory on a long video.
 
-    OMP_NUM_THREADS=1 python benchmarks/propagation.py [--preset tiny] [--frames 100] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/propagation.py [--preset tiny] [--model default|PATH]
+                                                       [--frames 100] [--device cpu]
 
-One run, one model (random weights of ``--preset``), one synthetic mp4 (moving shapes):
+One run, one model (random weights of ``--preset``, or trained weights with ``--model``: the
+bundled model is the ``tiny`` preset and gives clean masks, where random weights give speckled
+ones that cost the session more per frame), one synthetic mp4 (moving shapes):
   (a) first pass: one text object, every frame encoded and decoded (VideoSession.propagate)
   (b) a correction at the middle frame (set_mask), then re-propagation (cache warm: decode only)
   (c) adding a second expression and propagating it (decode only)
@@ -56,6 +59,8 @@ def load_model(args):
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
+    if args.model:
+        return load_refsam(args.model, device=args.device)
     return load_refsam(None, preset=args.preset, device=args.device)
 
 
@@ -173,7 +178,7 @@ def table(speed_result: dict | None, long_result: dict | None, args) -> str:
                 ("d", "(d) release's way, 2 expressions, no cache", 2 * n)]
         cpu = {k: r[k]["cpu"] for k in "abcd"}
         lines += [
-            f"{n} frames {r['size']}, preset `{args.preset}`, device `{args.device}`, {args.threads} thread(s), "
+            f"{n} frames {r['size']}, {model_name(args)}, device `{args.device}`, {args.threads} thread(s), "
             f"malloc {args.malloc}, "
             f"load average {r['load']:.1f} at the end; frames encoded over (a)+(b)+(c): {r['encoded']}",
             "",
@@ -208,6 +213,12 @@ def table(speed_result: dict | None, long_result: dict | None, args) -> str:
     return "\n".join(lines)
 
 
+def model_name(args) -> str:
+    if args.model:
+        return f"model `{args.model}` (trained weights)"
+    return f"preset `{args.preset}` (random weights)"
+
+
 def write_section(text: str, command: str) -> None:
     """Put this run's results into our section of BENCHMARKS.md (one block per command)."""
     path = ROOT / "BENCHMARKS.md"
@@ -235,6 +246,9 @@ def write_section(text: str, command: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--model", default=None,
+                        help="trained weights ('default' = the bundled tiny model, or a path); "
+                             "default: random weights of --preset")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=320)
