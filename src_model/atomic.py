@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class OutputExistsError(FileExistsError):
@@ -45,11 +45,32 @@ def _publish_mode(path: Path, directory: bool = False) -> None:
 def check_target(path: str | os.PathLike, overwrite: bool) -> Path:
     """Resolve ``path`` and refuse an existing target unless ``overwrite``."""
     path = Path(path)
+    if path.name in ("", ".", ".."):  # "./" or "..": the folder's own name is the target's name
+        path = Path(os.path.abspath(path))
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not path.parent.is_dir():
+        problem = "is not a folder" if path.parent.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {path}: {path.parent} {problem}")
     return path
+
+
+def check_replaceable_dir(path: Path, replaceable: Callable[[str], bool] | None) -> None:
+    """Refuse to replace a folder holding anything an export of this kind would not have written.
+
+    Replacing a folder deletes it whole; "--overwrite" must never take a video, its frames or
+    unrelated files with it (e.g. ``-o .`` run in the folder that holds the input).
+    """
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise OutputExistsError(f"{path} is a file, not a folder; choose another output folder")
+    strangers = sorted(entry.name for entry in path.iterdir()
+                       if not (entry.is_file() and replaceable is not None and replaceable(entry.name)))
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+        raise OutputExistsError(f"{path} holds files this export did not write ({shown}); not replacing it: "
+                                "choose a new or empty folder")
 
 
 @contextlib.contextmanager
@@ -98,13 +119,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
+               replaceable: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; on success it replaces ``path``.
 
-    An existing ``path`` is only replaced when ``overwrite``; the old folder is removed after the
-    new one is in place, so a failure at any point leaves either the old or the new folder whole.
+    An existing ``path`` is only replaced when ``overwrite``, and only when every entry in it is a
+    file whose name ``replaceable`` accepts (what this kind of export writes; None: only an empty
+    folder). The old folder is removed after the new one is in place, so a failure at any point
+    leaves either the old or the new folder whole.
     """
     path = check_target(path, overwrite)
+    check_replaceable_dir(path, replaceable)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 COMMANDS = ("segment", "info", "train", "eval", "demo")
 
@@ -34,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """No "Loading weights" bars from transformers: stderr keeps our progress bar and one-line errors."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     from .accel import tune_cpu_allocator
     from .errors import RefSAMError
@@ -41,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tune_cpu_allocator()
+    _quiet_transformers()
+    # Warnings (a damaged video, a truncated expression) as one line each, like the errors;
+    # restored afterwards, since main() is also called from Python.
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"refsam {args.command}: warning: {message}\n"
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -52,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"refsam {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -37,3 +37,7 @@ class CacheMismatchError(RefSAMError, ValueError):
 
 class CancelledError(RefSAMError):
     """A long-running operation was cancelled by the user between two units of work."""
+
+
+class TrainingDivergedError(RefSAMError, ArithmeticError):
+    """The training loss or the weights became non-finite (names the step and what to change)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DatasetFormatError
 from .metrics import evaluate_video, j_and_f
 
 
@@ -114,7 +115,15 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     from .video.session import VideoSession
 
     videos = read_ref_davis(root, split) if davis else read_dataset(root, split)
+    if max_videos is not None and max_videos < 1:
+        raise ValueError(f"max_videos (--max-videos) must be >= 1, got {max_videos}")
     names = list(videos)[: max_videos] if max_videos else list(videos)
+    scorable = any(any(p is not None for p in videos[n].annotation_paths)
+                   and any(obj is not None for _, _, obj in videos[n].expressions) for n in names)
+    if not scorable and not submission:
+        raise DatasetFormatError(
+            f"{root}: nothing to score: no video has ground-truth masks (Annotations/<video>/*.png) for "
+            "its expressions' object ids; pass --submission OUT.zip to write predictions for a server instead")
     writer = SubmissionWriter(submission) if submission else None
     per_expression: list[dict] = []
     iterator = names

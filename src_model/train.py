@@ -19,12 +19,14 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import DatasetFormatError, TrainingDivergedError
+from .train_checkpoints import check_run_folder, export_weights, load_checkpoint, save_checkpoint
 from .train_clip import TextCache, clip_forward
 
 # Paper learning rates for a pretrained (frozen) SAM; the decoder barely moves (1e-4 breaks it).
@@ -75,6 +77,7 @@ class TrainOptions:
     export: str | None = None
     export_fp16: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run in ``out`` when not resuming
     seed: int = 0
     progress: bool = True
 
@@ -102,6 +105,9 @@ def learning_rates(opts: TrainOptions, train_sam: bool) -> dict[str, float]:
             raise ValueError(f"unknown part {part!r} for a learning rate; expected one of {LR_PARTS}")
         if lr is not None:
             base[part] = float(lr)
+    for part, lr in base.items():
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the learning rate of {part} must be a finite number > 0, got {lr}")
     return base
 
 
@@ -151,58 +157,14 @@ def build_dataset(opts: TrainOptions):
         raise FileNotFoundError(f"--data {opts.data}: no such folder (or use --data synthetic)")
     dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed,
                              objects_per_clip=opts.objects_per_clip)
+    skipped = dataset.unannotated
     if len(dataset) == 0:
-        raise ValueError(f"--data {opts.data}: no expressions with object ids to train on")
+        why = f"; {len(skipped)} video(s) have no annotation PNGs, e.g. Annotations/{skipped[0]}/" if skipped else ""
+        raise DatasetFormatError(f"--data {opts.data}: no expressions with object ids and masks to train on{why}")
+    if skipped:
+        print(f"refsam train: skipping {len(skipped)} video(s) without annotation PNGs (e.g. {skipped[0]})",
+              file=sys.stderr)
     return dataset
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _model_state(model) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, generator: torch.Generator, opts,
-                    seconds: float = 0.0) -> None:
-    from .atomic import atomic_path
-
-    state = {
-        "model": _model_state(model), "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
-        # Data items are a function of (seed, epoch, index), so the torch states are all there is.
-        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
-        "options": {k: v for k, v in asdict(opts).items() if k != "lrs"}, "lrs": dict(opts.lrs),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -> tuple[int, float]:
-    """Restore model, optimiser and random state; returns (step, seconds trained so far)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    generator.set_state(state["rng"]["generator"])
-    return int(state["step"]), float(state.get("seconds", 0.0))
-
-
-def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int,
-                   inference_image_size: int | None = None) -> None:
-    """Write the trained model as RefSAM safetensors (every part when SAM itself was trained),
-    with the encoder input size ``load_refsam`` should run it at, if one is given."""
-    from .weights import ALL_PARTS, REFSAM_PARTS, save_refsam
-
-    model.heads_trained = True
-    parts = ALL_PARTS if train_sam else REFSAM_PARTS
-    if fp16:
-        # Save a half copy; the model being trained stays in fp32.
-        import copy
-
-        half = copy.deepcopy(model).half()
-        model = half
-    extra = {"trained_steps": step, "trained_from_scratch": train_sam}
-    if inference_image_size:
-        extra["inference_image_size"] = int(inference_image_size)
-    save_refsam(model, path, parts=parts, extra=extra)
 
 
 def _resized_model(model, opts: TrainOptions, device: torch.device):
@@ -305,6 +267,7 @@ def train(opts: TrainOptions, model=None) -> dict:
 
     out = Path(opts.out)
     ckpt = out / "checkpoint.pt"
+    check_run_folder(out, opts)
     step, seconds_before = 0, 0.0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +321,8 @@ def train(opts: TrainOptions, model=None) -> dict:
                 stats[key] += float(losses[key].detach()) / opts.accum
             stats["iou"] += float(iou.mean()) / opts.accum
         if not all(math.isfinite(v) for v in stats.values()):
-            raise FloatingPointError(f"step {step}: non-finite loss {stats}")
+            raise TrainingDivergedError(f"step {step + 1}: the loss became {stats['loss']:.4g}; lower the learning "
+                                        f"rate (--lr) or check the data; {ckpt} holds the last saved step")
         if world > 1:
             _allreduce_grads(params, world)
         if opts.clip_grad:
@@ -389,6 +353,9 @@ def train(opts: TrainOptions, model=None) -> dict:
                         f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
                 window = []
             if step % opts.save_every == 0 or last:
+                if not all(bool(torch.isfinite(p).all()) for p in params):  # never save or export NaN weights
+                    raise TrainingDivergedError(f"step {step}: the weights became non-finite; lower the learning "
+                                                f"rate (--lr); nothing was saved, {ckpt} holds the last good step")
                 save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
                 export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size)
                 if opts.export:

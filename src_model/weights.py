@@ -34,9 +34,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CheckpointError(f"device {str(device)!r} was asked for but torch sees {torch.cuda.device_count()} GPU(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise CheckpointError("device 'mps' was asked for but this torch has no usable Apple GPU (MPS); "
+                              "use --device cpu or auto")
     return device
 
 
@@ -70,7 +79,8 @@ def read_refsam_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Ten
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"RefSAM weights {path} do not exist")
+        what = "is a folder, not a .safetensors file" if path.is_dir() else "do not exist"
+        raise CheckpointError(f"RefSAM weights {path} {what}")
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head[:2] == b"PK" or head[:1] == b"\x80":

@@ -96,3 +96,26 @@ def test_eval_cli_json(tiny_model, small_split, tmp_path, capsys):
     assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights),
                  "--image-size", "100"]) == 2
     assert "multiple of the patch size" in capsys.readouterr().err
+
+
+def test_a_dataset_without_ground_truth_is_refused_not_scored_nan(tiny_model, small_split, tmp_path, capsys):
+    import shutil
+
+    from src_model.cli import main
+    from src_model.weights import ALL_PARTS, save_refsam
+
+    weights = save_refsam(tiny_model, tmp_path / "tiny.safetensors", parts=ALL_PARTS)
+    bare = tmp_path / "bare"
+    shutil.copytree(small_split, bare)
+    shutil.rmtree(bare / "valid" / "Annotations")
+    common = ["eval", "--data", str(bare), "--split", "valid", "--model", str(weights), "--device", "cpu"]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert "nothing to score" in err and "--submission" in err and "nan" not in err
+    # Predictions for a server need no ground truth.
+    assert main([*common, "--submission", str(tmp_path / "sub.zip"), "--max-videos", "1"]) == 0
+    assert zipfile.ZipFile(tmp_path / "sub.zip").namelist()
+    for extra, message in ((["--max-videos", "0"], "--max-videos"),
+                           (["--output", str(tmp_path / "missing" / "r.json")], "does not exist")):
+        assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -76,3 +76,68 @@ def test_missing_video_and_box_outside_frame_in_a_subprocess(mp4, tmp_path):
     assert outside.returncode == 2, outside.stderr
     assert outside.stderr.strip().count("\n") == 0 and "outside" in outside.stderr
     assert not (tmp_path / "l.tif").exists()
+
+
+def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, capsys):
+    # The input video inside the output folder, and a stranger file: both must survive --overwrite.
+    folder = tmp_path / "work"
+    folder.mkdir()
+    video = folder / "clip.mp4"
+    video.write_bytes(mp4.read_bytes())
+    assert main(["segment", str(video), "--text", "x", "-o", f"{folder}/", "--overwrite", *RANDOM_TINY]) == 2
+    assert "is or holds the input video" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["segment", str(mp4), "--text", "x", "-o", f"{other}/", "--overwrite", *RANDOM_TINY]) == 2
+    err = capsys.readouterr().err
+    assert "did not write (notes.txt)" in err and err.strip().count("\n") == 0
+    assert video.read_bytes() == mp4.read_bytes() and (other / "notes.txt").read_text() == "mine"
+    # A folder holding only an earlier PNG export is replaced.
+    masks = tmp_path / "masks"
+    assert main(["segment", str(mp4), "--text", "x", "-o", f"{masks}/", *RANDOM_TINY]) == 0
+    (masks / "00099.png").write_bytes((masks / "00000.png").read_bytes())  # a frame the new export lacks
+    assert main(["segment", str(mp4), "--text", "x", "-o", f"{masks}/", "--overwrite", *RANDOM_TINY]) == 0
+    assert sorted(p.name for p in masks.glob("*.png")) == [f"{t:05d}.png" for t in range(T)]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-o", "OUT/missing/l.tif"], "does not exist"),
+    (["-o", "VIDEO/l.tif"], "is not a folder"),
+    (["--dataset", "VIDEO"], "is or holds the input video"),
+    (["--dataset", "FILE"], "is a file, not a dataset folder"),
+    (["-o", "OUT/l.tif", "--image-size", "100000"], "between 32 and 1024"),
+    (["-o", "OUT/l.tif", "--device", "mps"], "MPS"),
+])
+def test_outputs_and_settings_are_checked_before_any_work(mp4, tmp_path, capsys, extra, message):
+    (tmp_path / "file.txt").write_text("x")
+    extra = [e.replace("OUT", str(tmp_path)).replace("VIDEO", str(mp4)).replace("FILE", str(tmp_path / "file.txt"))
+             for e in extra]
+    assert main(["segment", str(mp4), "--text", "x", *RANDOM_TINY, *extra]) == 2  # extra last: its --device wins
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
+def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys):
+    import av
+
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # index first, data after
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(24):
+            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # the index still promises frames the data lacks
+    out = tmp_path / "l.tif"
+    assert main(["segment", str(path), "--text", "x", "-o", str(out), "--batch-size", "4", *RANDOM_TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot be decoded" in err and f"written to {out}" in err
+    done = int(err.split("; the ")[1].split(" frame")[0])
+    first_bad, total = (int(v) for v in err.split("frame ")[1].split(" cannot")[0].split(" of "))
+    assert 0 < done == first_bad < total <= 24  # every frame before the bad one, even those in its encoder batch
+    labels, _ = read_labels(out)
+    assert labels.shape == (total, H, W)

@@ -6,7 +6,9 @@ A shared disk cache under a module temp folder keeps the image encoder to one pa
 """
 from __future__ import annotations
 
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,6 +398,9 @@ def test_bad_input_raises_and_leaves_the_session_usable(make):
         (PromptError, "empty", lambda: s.add_object(frame=1, mask=np.zeros((H, W), bool))),
         (PromptError, "shape", lambda: s.add_object(frame=1, mask=np.ones((H, W + 1), bool))),
         (TextInputError, "empty", lambda: s.add_object(text="   ")),
+        (TextInputError, "must be a string, not int", lambda: s.add_object(text=5)),
+        (PromptError, "NaN", lambda: s.set_mask(a, 1, np.full((H, W), np.nan))),
+        (IsADirectoryError, "give a file name", lambda: s.save(Path(tempfile.gettempdir()))),
         (PromptError, "shape", lambda: s.set_mask(a, 1, np.ones((H - 1, W), bool))),
         (PromptError, "unknown object", lambda: s.set_mask(99, 1, rect(0, 5, 0, 5))),
         (PromptError, "out of range", lambda: s.set_mask(a, -1, rect(0, 5, 0, 5))),

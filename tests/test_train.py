@@ -284,3 +284,30 @@ def test_training_with_several_objects_per_clip(tmp_path, text_encoder):
     model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
     result = train(_options(tmp_path, batch_size=2, objects_per_clip=3), model=model)
     assert result["step"] == 2 and math.isfinite(result["loss_last"])
+
+
+def test_cli_keeps_earlier_runs_and_refuses_bad_or_diverging_learning_rates(tmp_path, capsys):
+    from src_model.cli import main
+    from src_model.data.synthetic import write_synthetic_dataset
+    from src_model.weights import read_refsam_file
+
+    write_synthetic_dataset(tmp_path / "data", 1, seed=3, split="train", num_frames=3, size=(64, 64))
+    common = ["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1", "--batch-size", "1",
+              "--num-frames", "2", "--image-size", "64", "--from-scratch", "--device", "cpu", "--no-progress"]
+    out = tmp_path / "run"
+    assert main([*common, "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main([*common, "--out", str(out)]) == 2  # forgot --resume: hours of training must not vanish
+    assert "--resume" in capsys.readouterr().err and (out / "checkpoint.pt").read_bytes() == before
+    assert main([*common, "--out", str(out), "--overwrite"]) == 0
+    for lr in ("nan", "-1", "inf"):
+        assert main([*common, "--lr", lr, "--out", str(tmp_path / "x")]) == 2
+        assert "finite number > 0" in capsys.readouterr().err
+    diverge = tmp_path / "diverge"
+    assert main([*common, "--steps", "3", "--save-every", "1", "--warmup", "0", "--lr", "1e30",
+                 "--out", str(diverge)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "lower the learning rate" in err
+    if (diverge / "refsam.safetensors").exists():  # what was saved before the divergence is finite
+        _, state = read_refsam_file(diverge / "refsam.safetensors")
+        assert all(bool(torch.isfinite(v).all()) for v in state.values())

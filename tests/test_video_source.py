@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -406,7 +407,8 @@ def test_truncated_mp4(tmp_path):
     full = open_video(write_video(tmp_path / "full.mp4", noise, keyframe_interval=6))
     data = full.path.read_bytes()  # write_video puts the index first (faststart)
     (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
-    src = open_video(tmp_path / "half.mp4")  # opens: only the packets present are counted
+    with pytest.warns(UserWarning, match="half.mp4' looks truncated or damaged"):
+        src = open_video(tmp_path / "half.mp4")  # opens: only the packets present are counted, with a warning
     assert 2 < len(src) < T
     first_bad = None
     for i in range(len(src)):
@@ -422,7 +424,24 @@ def test_truncated_mp4(tmp_path):
     with pytest.raises(VideoReadError, match=f"frame {first_bad} "):
         list(src.iter_frames())
 
-    import av  # an mp4 with its index at the end cannot be opened when cut in half
+    import av
+
+    # Matroska declares no frame count, only a duration: a cut file still warns, the whole one does not.
+    with av.open(str(tmp_path / "full.mkv"), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for frame in noise:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(open_video(tmp_path / "full.mkv")) == T
+    data = (tmp_path / "full.mkv").read_bytes()
+    (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=f"half.mkv' looks truncated or damaged: only .* of the {T} it declares"):
+        assert 0 < len(open_video(tmp_path / "half.mkv")) < T
+
+    # an mp4 with its index at the end cannot be opened when cut in half
 
     with av.open(str(tmp_path / "tail.mp4"), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)

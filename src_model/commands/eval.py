@@ -27,11 +27,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..atomic import check_target
     from ..evaluate import evaluate_dataset
     from ..weights import load_refsam
 
     if args.interactive < 0:
         raise ValueError(f"--interactive must be >= 0, got {args.interactive}")
+    if args.max_videos is not None and args.max_videos < 1:
+        raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
+    for flag, target in (("--output", args.output), ("--submission", args.submission)):
+        if target is not None:
+            check_target(target, overwrite=True)  # its folder exists: fail now, not after the whole evaluation
     model = load_refsam(args.model, sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder,
                         device=args.device, image_size=args.image_size)
     result = evaluate_dataset(model, args.data, args.split, davis=args.davis, interactive=args.interactive,
@@ -51,7 +57,8 @@ def run(args) -> int:
     if args.davis and "davis_sets" in result:
         for name, s in result["davis_sets"].items():
             print(f"  {name:<14} J {s['J']:.4f}  F {s['F']:.4f}  J&F {s['J&F']:.4f}")
-    print(f"J {result['J']:.4f}  F {result['F']:.4f}  J&F {result['J&F']:.4f}")
+    if result["num_expressions"]:
+        print(f"J {result['J']:.4f}  F {result['F']:.4f}  J&F {result['J&F']:.4f}")
     for r in result["rounds"][1:]:
         print(f"after {r['round']} correction(s): J {r['J']:.4f}  F {r['F']:.4f}  J&F {r['J&F']:.4f}")
     if args.submission:

@@ -1,6 +1,7 @@
 """``refsam segment``: label objects through a whole video from expressions (and boxes), headless."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,6 @@ def add_arguments(parser) -> None:
 
 
 def _check_arguments(args) -> list[tuple[int, list[float]]]:
-    from ..atomic import OutputExistsError
     from ..export import format_for_path
 
     if not args.text and not args.box:
@@ -43,10 +43,13 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
             raise ValueError("--text is empty; give an expression such as --text 'the red circle'")
     if args.output is None and args.dataset is None:
         raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
+    video = Path(os.path.abspath(args.video))
+    for flag, target in (("-o", args.output), ("--dataset", args.dataset)):
+        where = None if target is None else Path(os.path.abspath(target))
+        if where is not None and (where == video or where in video.parents):
+            raise ValueError(f"{flag} {target} is or holds the input video {args.video}; write somewhere else")
     if args.output is not None:
-        format_for_path(args.output)  # unsupported endings fail before any work
-        if Path(args.output).exists() and not args.overwrite:
-            raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+        _check_output(args, format_for_path(args.output))  # before any work, not after the whole video
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     boxes = []
@@ -58,15 +61,32 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
         boxes.append((frame, coords))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
+    if args.dataset is not None:
+        dataset = Path(os.path.abspath(args.dataset))
+        if dataset.exists() and not dataset.is_dir():
+            raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
+        if not dataset.parent.is_dir():
+            raise FileNotFoundError(f"--dataset {args.dataset}: folder {dataset.parent} does not exist")
     return boxes
 
 
-def _load_model(args):
-    from transformers.utils import logging as hf_logging
+def _check_output(args, kind: str) -> None:
+    """Refuse an -o that cannot be written, or that --overwrite must not replace, before the model runs."""
+    from ..atomic import OutputExistsError, check_replaceable_dir, check_target
+    from ..export.png import is_png_export_file
 
+    target = check_target(args.output, overwrite=True)  # the folder it goes in exists
+    if target.exists() and not args.overwrite:
+        raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    if kind == "png":
+        check_replaceable_dir(target, is_png_export_file)
+    elif target.is_dir():
+        raise ValueError(f"-o {args.output} is a folder; name a .tif/.json file, or end the path with '/' for PNG frames")
+
+
+def _load_model(args):
     from ..weights import load_refsam
 
-    hf_logging.disable_progress_bar()  # stderr keeps one progress bar (ours) and one-line errors
     weights = None if str(args.model).lower() == "none" else args.model
     return load_refsam(weights, preset=args.preset, sam_checkpoint=args.sam_checkpoint,
                        text_encoder=args.text_encoder, device=args.device, image_size=args.image_size)
@@ -77,7 +97,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import OutputExistsError
-    from ..errors import RefSAMError
+    from ..errors import RefSAMError, VideoReadError
     from ..export import write_labels
     from ..video.objects import check_box, check_frame
     from ..video.session import VideoSession
@@ -99,11 +119,22 @@ def run(args) -> int:
                     session.add_object(text=text)
                 for frame, box in boxes:
                     session.add_object(frame=frame, box=box)
+                expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
                 with tqdm(total=session.planned_frames(), unit="frame", file=sys.stderr, disable=args.quiet or None,
                           desc=f"segment {source.name}") as bar:
-                    for _ in session.propagate():
-                        bar.update(1)
-                expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
+                    done = 0
+                    try:
+                        for _ in session.propagate():
+                            done += 1
+                            bar.update(1)
+                    except VideoReadError as exc:
+                        if args.output is None:
+                            raise
+                        # The frames segmented before the unreadable one are kept, not thrown away.
+                        path = write_labels(args.output, session.labels, expressions, overwrite=args.overwrite,
+                                            video_name=source.name)
+                        raise VideoReadError(f"{exc}; the {done} frame(s) segmented before it were written to "
+                                             f"{path}, the others left empty") from exc
                 if args.output is not None:
                     written.append(write_labels(args.output, session.labels, expressions,
                                                 overwrite=args.overwrite, video_name=source.name))

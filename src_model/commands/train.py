@@ -50,6 +50,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--export", default=None, help="also write the weights here at every save")
     parser.add_argument("--export-fp16", action="store_true", help="write --export in half precision")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --out that holds an earlier run (default: refuse), replace --export")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also speeds up CPUs with AVX512-BF16")
@@ -61,14 +63,25 @@ def add_arguments(parser) -> None:
 
 
 def options_from_args(args):
+    import math
+
     from ..train import TrainOptions
 
-    for name in ("steps", "batch_size", "accum", "num_frames", "log_every", "save_every"):
+    for name in ("steps", "batch_size", "accum", "num_frames", "objects_per_clip", "log_every", "save_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("prompt_dropout", "keyframe_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise ValueError(f"--max-minutes must be a number > 0, got {args.max_minutes}")
+    if args.warmup < 0 or not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise ValueError(f"--warmup and --weight-decay must be >= 0, got {args.warmup} and {args.weight_decay}")
+    for flag, lr in [("lr", args.lr)] + [(f"lr-{flag}", getattr(args, f"lr_{part}")) for part, flag in _LR_FLAGS.items()]:
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--{flag} must be a finite number > 0, got {lr}")
+    if not (math.isfinite(args.clip_grad) and args.clip_grad >= 0):
+        raise ValueError(f"--clip-grad must be >= 0 (0: off), got {args.clip_grad}")
     return TrainOptions(
         data=args.data, split=args.split, out=args.out, preset=args.preset, weights=args.weights,
         sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder, from_scratch=args.from_scratch,
@@ -80,7 +93,7 @@ def options_from_args(args):
         warmup=args.warmup, schedule=args.schedule, clip_grad=args.clip_grad,
         prompt_dropout=args.prompt_dropout, keyframe_prob=args.keyframe_prob, device=args.device, precision=args.precision,
         threads=args.threads, log_every=args.log_every, save_every=args.save_every, export=args.export,
-        export_fp16=args.export_fp16, resume=args.resume, seed=args.seed, progress=not args.no_progress,
+        export_fp16=args.export_fp16, resume=args.resume, overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress,
     )
 
 

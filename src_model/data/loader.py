@@ -123,8 +123,12 @@ class RefClipDataset(Dataset):
         if objects_per_clip < 1:
             raise ValueError(f"objects_per_clip must be >= 1, got {objects_per_clip}")
         self.objects_per_clip = int(objects_per_clip)
-        # Expressions without an object id (valid/test splits) cannot be trained on.
+        # Expressions without an object id (valid/test splits), or in videos without a single
+        # annotation PNG, cannot be trained on: their masks would all be empty.
+        self.unannotated = sorted(name for name, video in self.videos.items()
+                                  if not any(path is not None for path in video.annotation_paths))
         self.items = [(name, exp_id, text, obj) for name, video in self.videos.items()
+                      if name not in self.unannotated
                       for exp_id, text, obj in video.expressions if obj is not None]
 
     def set_epoch(self, epoch: int) -> None:

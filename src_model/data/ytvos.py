@@ -297,6 +297,11 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _numbered(suffix: str):
+    """Names of the frame files ``write_video`` writes (00000.jpg, ...): an overwrite replaces nothing else."""
+    return lambda name: re.fullmatch(r"\d+" + re.escape(suffix), name) is not None
+
+
 def write_video(root, name: str, frames, labels, expressions: dict[int, list[str]],
                 overwrite: bool = False, jpeg_quality: int = 95) -> Path:
     """Add one video to the dataset at ``root`` (created if needed) and return its frame folder.
@@ -332,12 +337,12 @@ def write_video(root, name: str, frames, labels, expressions: dict[int, list[str
         t.parent.mkdir(exist_ok=True)
     frame_names = [f"{t:05d}" for t in range(len(labels))]
     palette = davis_palette().reshape(-1).tolist()
-    with atomic_dir(targets[0], overwrite=overwrite) as tmp:
+    with atomic_dir(targets[0], overwrite=overwrite, replaceable=_numbered(".jpg")) as tmp:
         for t, fname in enumerate(frame_names):
             rgb = _as_rgb(frames[t], name, t, labels.shape[1:])
             # 4:4:4 chroma: subsampling would smear the colour of small objects into the background.
             Image.fromarray(rgb).save(tmp / f"{fname}.jpg", quality=int(jpeg_quality), subsampling=0)
-    with atomic_dir(targets[1], overwrite=overwrite) as tmp:
+    with atomic_dir(targets[1], overwrite=overwrite, replaceable=_numbered(".png")) as tmp:
         for t, fname in enumerate(frame_names):
             png = Image.fromarray(labels[t].astype(np.uint8))
             png.putpalette(palette)  # makes it a "P" image, as DAVIS and YouTube-VOS store masks

@@ -54,7 +54,7 @@ def write_png_folder(
     expressions = check_expressions(expressions)
     palette = davis_palette().reshape(-1).tolist()  # the one DAVIS palette, shared with the dataset writer
     path = Path(path)
-    with naming_path(path), atomic_dir(path, overwrite=overwrite) as tmp:
+    with naming_path(path), atomic_dir(path, overwrite=overwrite, replaceable=is_png_export_file) as tmp:
         for t in range(len(labels)):
             image = Image.fromarray(np.ascontiguousarray(np.asarray(labels[t]), dtype=np.uint8))
             image.putpalette(palette)  # turns the "L" image into a "P" one, values unchanged
@@ -67,6 +67,11 @@ def write_png_folder(
                 meta["video_name"] = str(video_name)
             (tmp / META_NAME).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def is_png_export_file(name: str) -> bool:
+    """Whether a file name is one this writer puts in its folder (frames and the metadata file)."""
+    return name == META_NAME or re.fullmatch(r"\d+\.png", name) is not None
 
 
 def _natural_key(name: str) -> list:

@@ -27,13 +27,18 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return resized.permute(0, 2, 3, 1)
 
 
+# Largest embedding grid side. SAM's own is 64 (1024 px); 128 already gives 16,384 tokens, whose
+# global attention needs GiBs. Larger sizes only exhaust memory.
+MAX_GRID = 128
+
+
 def check_image_size(image_size: int, patch_size: int) -> int:
-    """Validate an encoder input size: a positive multiple of the patch size, at least 4 patches."""
+    """Validate an encoder input size: a multiple of the patch size, 4 to ``MAX_GRID`` patches a side."""
     size = int(image_size)
-    if size != image_size or size % patch_size or size < 4 * patch_size:
+    if size != image_size or size % patch_size or not 4 * patch_size <= size <= MAX_GRID * patch_size:
         raise ValueError(
-            f"image_size must be a multiple of the patch size {patch_size} and at least {4 * patch_size}; "
-            f"got {image_size}"
+            f"image_size must be a multiple of the patch size {patch_size} between {4 * patch_size} and "
+            f"{MAX_GRID * patch_size}; got {image_size}"
         )
     return size
 

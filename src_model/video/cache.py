@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from ..errors import RefSAMError
+from ..errors import RefSAMError, VideoReadError
 from ..modeling.refsam import FrameFeatures
 from .feature_stores import DiskStore, MemoryStore
 from .source import open_video
@@ -148,12 +148,15 @@ class FeatureCache:
         todo = list(dict.fromkeys(self.missing(order)))
         frames = self.source.iter_frames(todo) if todo else iter(())
         pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        unreadable = None  # the read error of frame todo[0], raised when that frame is needed
         try:
             for i in order:
                 if i in pending:
                     pair = pending.pop(i)
                 elif todo and i == todo[0]:
-                    pending = self._encode_batch(frames, todo)
+                    if unreadable is not None:
+                        raise unreadable
+                    pending, unreadable = self._encode_batch(frames, todo)
                     pair = pending.pop(i)
                 else:
                     yield i, self.get(i)
@@ -175,16 +178,28 @@ class FeatureCache:
         return len(todo)
 
     # ----------------------------------------------------------------- encoding
-    def _encode_batch(self, frames: Iterator, todo: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Pull the next ``batch_size`` frames of ``todo`` from ``frames``, encode and store them."""
+    def _encode_batch(self, frames: Iterator, todo: list[int]) -> tuple[dict, VideoReadError | None]:
+        """Pull the next ``batch_size`` frames of ``todo`` from ``frames``, encode and store them.
+
+        Returns ({i: (embedding, hier)}, None), or the frames read before an unreadable one and
+        its error: those frames are still encoded and used, and the error comes when its turn does.
+        """
         rows, images = [], []
         while todo and len(rows) < self.batch_size:
-            i, frame = next(frames)
+            try:
+                i, frame = next(frames)
+            except VideoReadError as exc:
+                if not rows:
+                    raise
+                return self._encode_rows(rows, images), exc
             if i != todo[0]:
                 raise RuntimeError(f"frame order broken: got {i}, expected {todo[0]}")
             todo.pop(0)
             rows.append(i)
             images.append(frame)
+        return self._encode_rows(rows, images), None
+
+    def _encode_rows(self, rows: list[int], images: list[np.ndarray]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         try:
             # bf16 is the model's own setting (load_refsam turns it on for CUDA): the encoder runs
             # under autocast and hands back fp32, so the HDA projection stays in fp32.

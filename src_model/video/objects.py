@@ -120,6 +120,8 @@ def check_mask(mask, height: int, width: int, allow_empty: bool = True) -> np.nd
     if arr.dtype != bool:
         if arr.dtype.kind not in "uif":
             raise PromptError(f"mask must hold bools or numbers, got dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise PromptError("mask holds NaN or infinite values; expected 0/1 (or bools)")
         arr = arr != 0
     arr = np.array(arr, dtype=bool)  # own copy: the user's array may change later
     if not allow_empty and not arr.any():

@@ -34,6 +34,9 @@ def _npy(array: np.ndarray) -> bytes:
 def save_session(session, path) -> Path:
     """Write ``session`` to ``path`` (replacing it atomically: temp file, fsync, rename)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save the session to {path}: it is a folder; give a file name such as "
+                                f"{path / 'session.zip'}")
     store = session._store
     source = session.source
     meta = {

@@ -47,7 +47,7 @@ class PyAVReader:
         if not self.width or not self.height:
             raise VideoReadError(
                 f"video '{self.path}': frame size unknown ({self.width}x{self.height})")
-        stamps, keys = [], []
+        stamps, keys, broken = [], [], False
         try:
             for packet in self._container.demux(stream):
                 if packet.size == 0:  # the empty flush packet at the end carries no frame
@@ -57,9 +57,19 @@ class PyAVReader:
                 if packet.is_keyframe:
                     keys.append(stamp)
         except av.error.FFmpegError:
-            pass  # truncated/corrupt past this point: the frames demuxed so far are what exists
+            broken = True  # truncated/corrupt past this point: the frames demuxed so far are what exists
         if not stamps:
             raise VideoReadError(f"video '{self.path}' has no frames")
+        # The frame count the header promises: stream.frames, else duration x frame rate (mkv/webm).
+        rate = stream.average_rate or stream.guessed_rate
+        declared = stream.frames or (round(self._container.duration / 1e6 * float(rate))
+                                     if self._container.duration and rate else 0)
+        if broken or declared > 1.02 * len(stamps) + 1:  # slack: rounding, variable frame rates
+            import warnings
+
+            declared = f" of the {declared} it declares" if declared > len(stamps) else ""
+            warnings.warn(f"video '{self.path}' looks truncated or damaged: only {len(stamps)} frames{declared} "
+                          "could be read", stacklevel=2)
         self.num_frames = len(stamps)
         self.frame_shape = (self.height, self.width, 3)
         self.dtype = np.dtype(np.uint8)

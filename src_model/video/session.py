@@ -149,7 +149,8 @@ class VideoSession:
         text_prompt = None
         if text is not None:
             if not isinstance(text, str) or not text.strip():
-                raise TextInputError(f"the expression is empty; expected a phrase such as 'the red circle', "
+                problem = "is empty" if isinstance(text, str) else f"must be a string, not {type(text).__name__}"
+                raise TextInputError(f"the expression {problem}; expected a phrase such as 'the red circle', "
                                      f"got {text!r}")
             text = text.strip()
             text_prompt = self.encode_text(text)
