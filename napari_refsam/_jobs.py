@@ -8,6 +8,7 @@ VideoSession) and reports through the items it yields:
     ("frame", t, labels)      propagation wrote frame t
     ("status", text)          a long step began
     ("warning", text)         something non-fatal failed (e.g. the autosave)
+    ("saved", path)           the session was autosaved to path (recorded, not shown)
 
 Keeping them free of Qt means the CLI-equivalent logic is visible in one place and the plugin
 stays a thin shell around VideoSession.
@@ -53,6 +54,8 @@ def autosave(session, path):
         session.save(path)
     except Exception as exc:  # noqa: BLE001 - the work itself succeeded; only the backup failed
         yield ("warning", f"RefSAM autosave to {path} failed: {exc}")
+    else:
+        yield ("saved", str(path))
 
 
 def segment(session, model, video, text: str, token, save_to=None, **propagate_kwargs):

@@ -11,6 +11,7 @@ the sample data and the widget agree on one spelling.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +72,17 @@ def _message(exc: Exception) -> str:
 
 
 def _folder_kind(path: Path) -> str | None:
-    """'labels' for an exported palette-PNG folder, 'video' for a folder of frames, else None."""
+    """'labels' for an exported palette-PNG folder, 'video' for a folder of frames (or an empty
+    one: the video reader names the problem), else None."""
     try:
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        entries = [p for p in path.iterdir() if not p.name.startswith(".")]  # .DS_Store & co.
     except OSError:
         return None
+    files = sorted(p for p in entries if p.suffix.lower() in FRAME_SUFFIXES)
     if not files:
-        return None
+        # An empty folder is ours to explain ("has no frames"): no reader can open it. A folder with
+        # other things in it (a zarr store, other data) is refused, so napari tries other plugins.
+        return None if entries else "video"
     if (path / "expressions.json").is_file():
         return "labels"
     pngs = [p for p in files if p.suffix.lower() == ".png"]
@@ -106,7 +111,9 @@ def _is_refsam_tiff(path: Path) -> bool:
 def lazy_frames(source):
     """A dask array over ``source.get_raw``: one chunk per frame, read only when displayed.
 
-    (T, H, W) for grey, (T, H, W, C) for colour; a single channel axis is dropped.
+    (T, H, W) for grey, (T, H, W, C) for colour; a single channel axis is dropped. A frame that
+    cannot be read (a truncated or damaged file) shows as zeros, with one warning per video:
+    napari reads chunks while slicing, where an exception would end up in its event loop.
     """
     import dask.array as da
 
@@ -114,9 +121,18 @@ def lazy_frames(source):
     squeeze = len(shape) == 4 and shape[3] == 1
     frame_shape = shape[1:3] if squeeze else shape[1:]
     dtype = source.raw_dtype
+    warned, lock = [False], threading.Lock()
 
     def block(index_block):
-        frame = np.asarray(source.get_raw(int(index_block[0])))
+        t = int(index_block[0])
+        try:
+            frame = np.asarray(source.get_raw(t))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            with lock:
+                first, warned[0] = not warned[0], True
+            if first:
+                _warn_unreadable(source, t, exc)
+            return np.zeros((1, *frame_shape), dtype)
         return (frame[..., 0] if squeeze else frame)[None]
 
     indices = da.arange(shape[0], chunks=1)
@@ -125,6 +141,14 @@ def lazy_frames(source):
         block, indices, new_axis=new_axes, chunks=((1,) * shape[0], *((n,) for n in frame_shape)),
         dtype=dtype, meta=np.empty((0,) * (1 + len(frame_shape)), dtype=dtype),
     )
+
+
+def _warn_unreadable(source, t: int, exc: Exception) -> None:
+    from napari.utils.notifications import show_warning
+
+    where = getattr(source, "path", None) or source.name
+    show_warning(f"RefSAM: frame {t} of {where} cannot be read; it is shown blank, as is any other "
+                 f"unreadable frame of this video ({_message(exc)})")
 
 
 def read_video(path) -> list:

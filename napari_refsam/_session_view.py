@@ -85,7 +85,7 @@ class SessionView:
     def _init_session_view(self) -> None:
         self.session = None
         self.labels_layer = None
-        self._worker = self._token = self._live = None
+        self._worker = self._token = self._result = self._live = None
         self._pending_paint: set[int] = set()  # painted frames not yet turned into corrections
         self._keyframes: dict = {}             # snapshot for the frame display (read on the GUI thread)
 
@@ -100,13 +100,18 @@ class SessionView:
             show_warning("RefSAM is busy; wait for the current run or press Cancel.")
         return self._worker is not None
 
-    def _start(self, action: str, make_body, on_done=None) -> bool:
-        """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker."""
+    def _start(self, action: str, make_body, on_done=None, uses_video: bool = True) -> bool:
+        """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker.
+
+        uses_video: the job works on the session of ``video_layer`` (or makes it); removing that
+        layer releases the job (``_lifetime``). False for jobs that leave the session alone.
+        """
         if self._refuse_if_busy():
             return False
         token, result = CancelToken(), JobResult()
-        token.session = self.session
-        self._token = token
+        if uses_video:
+            token.session, token.video = self.session, self.video_layer
+        self._token, self._result = token, result
         self._live = LiveLabels(self.labels_layer, self._current_frame, self.refresh_interval,
                                 skip=self._pending_paint)
         total = self.video_layer.data.shape[0] if self.video_layer is not None else 0
@@ -123,6 +128,8 @@ class SessionView:
 
     def _on_yield(self, item) -> None:
         kind = item[0]
+        if self._token is not None and self._token.released and kind != "warning":
+            return  # its video is gone: the worker saves and closes the session, nothing to show
         if kind == "frame":
             self._live.put(item[1], item[2])
             self.progress.setValue(min(self.progress.maximum(), self.progress.value() + 1))
@@ -143,7 +150,7 @@ class SessionView:
                 raise
 
     def _finish(self, action: str, result: JobResult, on_done) -> None:
-        self._worker = self._token = None
+        self._worker = self._token = self._result = None
         self._live.flush()
         self._live.close()
         self._live = None
@@ -152,6 +159,11 @@ class SessionView:
         self.progress.setValue(self.progress.maximum() if not result.cancelled else self.progress.value())
         self.status.setText("Cancelled; frames done so far are kept." if result.cancelled else
                             ("Failed; nothing was lost." if result.error is not None else "Done."))
+        if result.released:
+            saved = f"saved to {result.saved} and " if result.saved else ""
+            self.status.setText(f"The video was closed: the run stopped; its session was {saved}closed.")
+        if result.warning is not None:
+            show_warning(result.warning)
         if result.error is not None:
             show_error(describe_error(action, result.error))
         elif on_done is not None and not result.cancelled:

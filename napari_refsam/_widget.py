@@ -2,8 +2,9 @@
 
 The widget is a shell around ``src_model.video.session.VideoSession``: each action becomes a job
 (``_jobs``) run in a napari thread worker (``_workers``); the GUI thread only copies yielded frames
-into the Labels layer, applies results and shows messages (``_session_view``). This module holds
-the controls and the public actions, which scripts and tests call directly.
+into the Labels layer, applies results and shows messages (``_session_view``); sessions are let go
+(autosaved, closed) when their video layer is removed or the viewer closes (``_lifetime``). This
+module holds the controls and the public actions, which scripts and tests call directly.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from qtpy.QtWidgets import (
 from . import _jobs
 from ._autosave import SESSION_FILE, autosave_path, existing_autosave, set_aside
 from ._corrections import changed_objects
+from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
 from ._prompts import collect_prompts, consume
@@ -31,7 +33,7 @@ __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
 
 
-class RefSAMWidget(SessionView, QWidget):
+class RefSAMWidget(SessionLifetime, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
 
@@ -163,18 +165,6 @@ class RefSAMWidget(SessionView, QWidget):
             self.layer_combo.setCurrentIndex(self.layer_combo.findData(event.value))
             self._offer_restore(event.value)
 
-    def _on_layer_removed(self, event) -> None:
-        layer = event.value
-        if layer is self.labels_layer:
-            self._unwatch_labels(layer)
-            self.labels_layer = None  # recreated from the session on the next run
-        if layer is self.video_layer and self._worker is None:
-            self._detach_session()
-        parked = self._parked.pop(id(layer), None)
-        if parked is not None:
-            parked[0].close()
-        self._refresh_layer_choices()
-
     def _on_video_changed(self, *_) -> None:
         layer = self.selected_layer()
         if self.session is not None and layer is not self.video_layer and self._worker is None:
@@ -188,12 +178,7 @@ class RefSAMWidget(SessionView, QWidget):
         """Put the session aside (kept, and autosaved after every change); its layer stays too."""
         if self.session is not None and self.video_layer is not None:
             self._parked[id(self.video_layer)] = (self.session, self.labels_layer)
-        if self.labels_layer is not None:
-            self._unwatch_labels(self.labels_layer)
-        self.session = self.labels_layer = None
-        self._keyframes = {}
-        self.objects.update_objects({}, {})
-        self._update_frame_label()
+        self._forget_session()
 
     def _video_of(self, layer):
         """What VideoSession opens: the file the reader read, else the layer's (T, H, W[, C]) array."""
@@ -274,7 +259,7 @@ class RefSAMWidget(SessionView, QWidget):
             show_warning(f"RefSAM: {exc}")
             return False
         return self._start("loading the model", lambda token: _jobs.load_model(kwargs),
-                           on_done=lambda result: self.set_model(result.value))
+                           on_done=lambda result: self.set_model(result.value), uses_video=False)
 
     # ----------------------------------------------------------------------------- actions
     def _ready(self) -> bool:

@@ -6,17 +6,25 @@ and ``("status", text)`` for long steps; its return value ends up in ``JobResult
 are caught in the thread and handed back in ``JobResult.error``, so the widget shows them as
 notifications instead of napari's traceback dialog, and the worker always finishes normally.
 
+A job can be *released* (``CancelToken.release``: its video layer or the viewer went away): it is
+cancelled, and when it stops the worker thread itself autosaves and closes its session, so this
+happens even if the widget is gone by then.
+
 ``LiveLabels`` puts yielded frames into the Labels layer on the GUI thread with throttled
 refreshes, which keeps the event loop free while dozens of frames a second arrive.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +33,10 @@ class JobResult:
     error: BaseException | None = None
     cancelled: bool = False
     frames: set = field(default_factory=set)  # frames yielded (whose labels may have changed)
+    saved: str | None = None     # where the job's own autosave went (its last step)
+    released: bool = False       # the session was let go: autosaved and closed after the job
+    warning: str | None = None   # a non-fatal failure while letting it go
+    done: threading.Event = field(default_factory=threading.Event)  # set once the worker is finished
 
 
 class CancelToken:
@@ -32,7 +44,29 @@ class CancelToken:
 
     def __init__(self):
         self._event = threading.Event()
-        self.session = None  # the session whose propagation to stop, once the job made one
+        self._lock = threading.Lock()
+        self.video = None           # the video layer whose session the job works on (GUI thread only)
+        self._sessions: list = []   # every session the job worked on (a model switch makes a second)
+        self._release = None        # (autosave path or None,) once released
+        self._ended = False
+
+    @property
+    def session(self):
+        """The session whose propagation to stop, once the job has (or made) one."""
+        return self._sessions[-1] if self._sessions else None
+
+    @session.setter
+    def session(self, session) -> None:
+        with self._lock:
+            if session is not None and not any(s is session for s in self._sessions):
+                self._sessions.append(session)
+
+    def holds(self, session) -> bool:
+        return any(s is session for s in self._sessions)
+
+    @property
+    def released(self) -> bool:
+        return self._release is not None
 
     def cancel(self) -> None:
         self._event.set()
@@ -43,6 +77,46 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+    def release(self, save_to, result: JobResult) -> None:
+        """Cancel the job; once it has stopped, autosave its session to ``save_to`` (None: no
+        autosave location) and close it. In the worker thread when the job is still running,
+        here and now when it has just ended."""
+        with self._lock:
+            if self._release is not None:  # released already: that one stands
+                return
+            self._release = (save_to,)
+            ended = self._ended
+        self.cancel()
+        if ended:
+            self._let_go(result)
+
+    def end(self, result: JobResult) -> None:
+        """Called by the worker thread when the job body has returned (or failed)."""
+        with self._lock:
+            self._ended = True
+            release = self._release is not None
+        if release:
+            self._let_go(result)
+
+    def _let_go(self, result: JobResult) -> None:
+        result.released = True
+        with self._lock:  # the worker and the GUI thread may both get here: one of them closes
+            (save_to,) = self._release
+            sessions, self._sessions = self._sessions, []
+        if sessions and save_to is not None and result.saved != str(save_to):
+            try:
+                Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+                sessions[-1].save(save_to)
+                result.saved = str(save_to)
+            except Exception as exc:  # noqa: BLE001 - reported; the session is closed regardless
+                log.warning("RefSAM: autosave to %s failed", save_to, exc_info=exc)
+                result.warning = f"RefSAM autosave to {save_to} failed: {exc}"
+        for session in sessions:
+            try:
+                session.close()
+            except Exception as exc:  # noqa: BLE001 - never into napari's worker error dialog
+                log.warning("RefSAM: closing the session failed", exc_info=exc)
 
 
 @thread_worker
@@ -59,13 +133,23 @@ def run_job(body, result: JobResult, token: CancelToken):
                 break
             if item[0] == "frame":
                 result.frames.add(int(item[1]))
+            elif item[0] == "session":
+                token.session = item[1]
+            elif item[0] == "saved":
+                result.saved = item[1]
+                continue
             yield item
     except CancelledError:
         result.cancelled = True
     except Exception as exc:  # noqa: BLE001 - shown to the user by the widget
         result.error = exc
-    if token.cancelled:
-        result.cancelled = True
+    finally:
+        if token.cancelled:
+            result.cancelled = True
+        try:
+            token.end(result)
+        finally:
+            result.done.set()
     return result
 
 

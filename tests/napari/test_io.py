@@ -36,8 +36,50 @@ def test_reader_folder_and_refusals(tmp_path, clip):
     assert np.array_equal(np.asarray(data[2]), clip.frames[2])
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
     assert napari_get_reader([str(folder), str(folder)]) is None
-    (tmp_path / "empty").mkdir()
-    assert napari_get_reader(str(tmp_path / "empty")) is None
+    other = tmp_path / "store.zarr"  # a folder of something else: left to other readers
+    other.mkdir()
+    (other / ".zarray").write_text("{}")
+    (other / "0.0").write_bytes(b"\0" * 8)
+    assert napari_get_reader(str(other)) is None
+
+
+def test_empty_folder_says_it_has_no_frames(make_napari_viewer, tmp_path, notes):
+    """An empty folder is no one's to read: ours names the problem (napari said "refused")."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"\0")
+    viewer = make_napari_viewer()
+    assert viewer.open(str(empty), plugin="napari-refsam") == [] and len(viewer.layers) == 0
+    assert "has no frames" in notes.messages() and str(empty) in notes.messages()
+
+
+def test_undecodable_frame_shows_blank_and_warns_once(make_napari_viewer, tmp_path, notes):
+    """A truncated mp4 whose index (written first: faststart) lists frames that are not there."""
+    from src_model.video.source import open_video, write_video
+
+    rng = np.random.default_rng(0)
+    good = write_video(tmp_path / "full.mp4", rng.integers(0, 255, (24, 64, 96, 3), dtype=np.uint8))
+    data = good.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with open_video(cut) as source:
+        bad = []
+        for t in range(len(source)):
+            try:
+                source.get_raw(t)
+            except Exception:  # noqa: BLE001
+                bad.append(t)
+    assert bad and bad[0] > 0, "the truncated file should open and miss its last frames"
+
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(cut), plugin="napari-refsam")[0]
+    assert np.asarray(layer.data[bad[0] - 1]).any()
+    viewer.dims.set_current_step(0, bad[-1])  # napari slices it: no exception
+    blank = np.asarray(layer.data[bad[0]])
+    assert blank.shape == layer.data.shape[1:] and not blank.any()
+    np.asarray(layer.data[bad[-1]])
+    warnings = [m for severity, m in notes.all() if "cannot be read" in m]
+    assert len(warnings) == 1 and str(cut) in warnings[0] and f"frame {bad[-1]}" in warnings[0]
 
 
 def test_unreadable_file_is_a_notification(make_napari_viewer, tmp_path, notes):

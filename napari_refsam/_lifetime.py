@@ -1,0 +1,117 @@
+"""Letting go of sessions: when their video layer is removed, and when the viewer or widget closes.
+
+``SessionLifetime`` is mixed into ``RefSAMWidget`` (before ``SessionView``). A session is let go
+by closing it (``VideoSession.close``: its prefetch thread and files end). An idle session was
+autosaved after its last change, so it is closed at once. A session a job is working on is let
+go through the job's token (``CancelToken.release``): the run is cancelled (each frame stays
+wholly old or wholly new), and once it stops the worker thread autosaves and closes the session,
+whether or not the widget still exists by then. When the viewer or the widget closes, the GUI
+waits up to ``close_wait_s`` for that to finish.
+"""
+from __future__ import annotations
+
+import weakref
+
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QMainWindow
+
+
+class SessionLifetime:
+    close_wait_s = 5.0  # how long closing the viewer waits for a running job to stop and save
+
+    _watched = None          # weakref to the main window whose closing this widget watches
+    _window_closing = False  # between a click on the window's close button and its outcome
+
+    def _start(self, *args, **kwargs) -> bool:
+        self._watch_window()  # sessions come from jobs: from the first one on, closing matters
+        return super()._start(*args, **kwargs)
+
+    def _watch_window(self) -> None:
+        """Learn when the napari window holding this dock widget closes (an event filter on it:
+        napari has no close event). Nothing to watch for a widget outside a main window."""
+        window = self.parentWidget()
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
+        if window is not None and (self._watched is None or self._watched() is not window):
+            window.installEventFilter(self)
+            self.installEventFilter(self)  # and being taken out of it (the dock's close button)
+            self._watched = weakref.ref(window)  # not a reference: napari deletes its window
+
+    def eventFilter(self, obj, event) -> bool:
+        kind = event.type()
+        if obj is self:
+            if kind == QEvent.Type.ParentChange and self.parentWidget() is None:
+                self.shutdown()  # napari's remove_dock_widget: this widget is done
+        elif kind == QEvent.Type.Close:
+            if event.spontaneous():
+                # The user's click: napari may still ask and refuse. Accepted, the window hides
+                # right away, within this same close; refused, the flag is gone on the next turn.
+                self._window_closing = True
+                QTimer.singleShot(0, self._close_refused)
+            else:  # viewer.close() / Window.close(): napari has already asked if it had to
+                self.shutdown()
+        elif kind == QEvent.Type.Hide and self._window_closing:
+            self.shutdown()
+        return False
+
+    def _close_refused(self) -> None:
+        self._window_closing = False
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Let go of every session (the viewer or this widget is closing): cancel a running job,
+        wait briefly for it to stop and be autosaved, close all sessions."""
+        self._window_closing = False
+        token, result = self._token, self._result
+        if token is not None and token.video is not None:
+            token.release(self.autosave_file(token.video), result)
+        layers = {id(layer): layer for layer in self.viewer.layers}
+        session, layer = self.session, self.video_layer
+        self._forget_session()
+        if session is not None:
+            self._close_session(session, layer)
+        for key in list(self._parked):
+            self._close_session(self._parked.pop(key)[0], layers.get(key))
+        if token is not None and token.released:  # (a model still loading is left to finish)
+            result.done.wait(self.close_wait_s)
+
+    # ----------------------------------------------------------------------------- layers
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.labels_layer:
+            self._unwatch_labels(layer)
+            self.labels_layer = None  # recreated from the session on the next run
+        if layer is self.video_layer:
+            session = self.session
+            self._forget_session()
+            if session is not None:
+                self._close_session(session, layer)
+        parked = self._parked.pop(id(layer), None)
+        if parked is not None:
+            self._close_session(parked[0], layer)
+        token = self._token
+        if token is not None and token.video is layer:  # also a first run, still making its session
+            token.release(self.autosave_file(layer), self._result)
+            self.status.setText("The video layer was removed: stopping the run…")
+        self._refresh_layer_choices()
+
+    def _close_session(self, session, layer) -> None:
+        token = self._token
+        if token is not None and token.holds(session):
+            save_to = self.autosave_file(layer) if layer is not None else None
+            token.release(save_to, self._result)  # cancelled now, saved and closed when it stops
+        else:
+            session.close()  # idle: autosaved after its last change
+
+    def _forget_session(self) -> None:
+        """The widget stops showing a session (it is parked or let go by the caller)."""
+        if self.labels_layer is not None:
+            self._unwatch_labels(self.labels_layer)
+        self.session = self.labels_layer = self.video_layer = None
+        self._keyframes = {}
+        self._pending_paint = set()
+        self.objects.update_objects({}, {})
+        self._update_frame_label()
