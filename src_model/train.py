@@ -268,6 +268,10 @@ def train(opts: TrainOptions, model=None) -> dict:
     out = Path(opts.out)
     ckpt = out / "checkpoint.pt"
     check_run_folder(out, opts)
+    if world > 1:  # every rank has looked before rank 0 writes the first file
+        import torch.distributed as dist
+
+        dist.barrier()
     step, seconds_before = 0, 0.0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -357,9 +361,10 @@ def train(opts: TrainOptions, model=None) -> dict:
                     raise TrainingDivergedError(f"step {step}: the weights became non-finite; lower the learning "
                                                 f"rate (--lr); nothing was saved, {ckpt} holds the last good step")
                 save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
-                export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size)
+                export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size, opts.sam_checkpoint)
                 if opts.export:
-                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step, run_size)
+                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step, run_size,
+                                   opts.sam_checkpoint)
     if bar is not None:
         bar.close()
     if world > 1:

@@ -54,13 +54,18 @@ def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) ->
 
 
 def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int,
-                   inference_image_size: int | None = None) -> None:
-    """Write the trained model as RefSAM safetensors (every part when SAM itself was trained),
-    with the encoder input size ``load_refsam`` should run it at, if one is given."""
+                   inference_image_size: int | None = None, sam_checkpoint=None) -> None:
+    """Write the trained model as RefSAM safetensors, with the encoder input size ``load_refsam``
+    should run it at, if one is given.
+
+    Only the RefSAM parts when SAM stayed frozen at an official checkpoint (loading then takes
+    that checkpoint again, as in the paper); every part otherwise - SAM trained here, or taken
+    from a RefSAM file such as the bundled model, which no SAM checkpoint can restore.
+    """
     from .weights import ALL_PARTS, REFSAM_PARTS, save_refsam
 
     model.heads_trained = True
-    parts = ALL_PARTS if train_sam else REFSAM_PARTS
+    parts = REFSAM_PARTS if sam_checkpoint is not None and not train_sam else ALL_PARTS
     if fp16:
         # Save a half copy; the model being trained stays in fp32.
         import copy

@@ -157,6 +157,11 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
             )
         file_config, state = read_refsam_file(path)
         config = RefSAMConfig.from_dict(file_config["config"])
+        if sam_checkpoint is None and not any(k.startswith("sam.image_encoder.") for k in state):
+            # Without it the image encoder would run on random weights: masks of nothing, silently.
+            raise CheckpointError(
+                f"{path} holds only the RefSAM parts (no SAM image encoder); pass the official {config.preset} "
+                "SAM checkpoint it was trained with: sam_checkpoint= (CLI: --sam-checkpoint)")
         if preset is not None and preset != config.preset:
             raise CheckpointError(f"{path} holds a {config.preset} model, but preset={preset!r} was asked for")
     else:

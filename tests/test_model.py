@@ -8,7 +8,7 @@ import torch
 from src_model.config import SAM_PRESETS
 from src_model.errors import CheckpointError, PromptError, TextInputError
 from src_model.sam import build_sam, import_segment_anything
-from src_model.weights import REFSAM_PARTS, load_refsam, save_refsam
+from src_model.weights import ALL_PARTS, REFSAM_PARTS, load_refsam, save_refsam
 
 
 def _random_frame(seed, shape=(120, 176, 3)):
@@ -121,8 +121,6 @@ def test_expression_unchanged_when_batched_with_longer_one(tiny_model):
 
 
 def test_save_load_reproduces_outputs_bit_for_bit(tmp_path, text_encoder):
-    from src_model.weights import ALL_PARTS
-
     torch.manual_seed(7)
     model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
     with torch.no_grad():  # make the adapters non-trivial so they are really saved
@@ -153,6 +151,9 @@ def test_partial_weights_on_top_of_sam_checkpoint(tmp_path, text_encoder):
     torch.save(model.sam.state_dict(), sam_path)
     again = load_refsam(path, sam_checkpoint=sam_path, text_encoder=text_encoder, device="cpu")
     assert again.heads_trained
+    # Without the checkpoint the image encoder would be random: refused, not run.
+    with pytest.raises(CheckpointError, match="only the RefSAM parts.*--sam-checkpoint"):
+        load_refsam(path, text_encoder=text_encoder, device="cpu")
     assert torch.equal(again.itm.ffn[0].weight, model.itm.ffn[0].weight)
 
 
@@ -162,7 +163,7 @@ def test_mismatched_shapes_are_listed(tmp_path, text_encoder):
     from safetensors import safe_open
 
     model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
-    path = save_refsam(model, tmp_path / "m.safetensors")
+    path = save_refsam(model, tmp_path / "m.safetensors", parts=ALL_PARTS)
     with safe_open(str(path), "pt") as handle:
         meta = handle.metadata()
     state = load_file(str(path))

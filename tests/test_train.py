@@ -154,15 +154,21 @@ def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
     for name in ("m", "ft"):
         config, _ = read_refsam_file(tmp_path / f"{name}.safetensors")
         assert config["inference_image_size"] == 128 and config["config"]["sam"]["image_size"] == 64
+    # Fine-tuning without --from-scratch freezes SAM; no official checkpoint holds it, so the export
+    # keeps it: the fine-tuned file runs the very same image encoder.
+    (_, base), (config, tuned) = (read_refsam_file(tmp_path / f"{n}.safetensors") for n in ("m", "ft"))
+    encoder = [k for k in base if k.startswith("sam.image_encoder.")]
+    assert encoder and all(torch.equal(base[k], tuned[k]) for k in encoder) and not config["trained_from_scratch"]
 
 
 def test_recommended_inference_size_is_what_load_refsam_runs(tmp_path, text_encoder):
     """A file's recommended encoder input size (inference_image_size) is load_refsam's default;
     an explicit image_size wins; the native size stays what the file saves."""
-    from src_model.weights import load_refsam, save_refsam, set_inference_image_size
+    from src_model.weights import ALL_PARTS, load_refsam, save_refsam, set_inference_image_size
 
     torch.manual_seed(0)
-    path = save_refsam(load_refsam(None, preset="tiny", text_encoder=False, device="cpu"), tmp_path / "t.safetensors")
+    path = save_refsam(load_refsam(None, preset="tiny", text_encoder=False, device="cpu"), tmp_path / "t.safetensors",
+                       parts=ALL_PARTS)
     assert load_refsam(path, text_encoder=False, device="cpu").config.sam.image_size == 256
     set_inference_image_size(path, 384)
     model = load_refsam(path, text_encoder=False, device="cpu")
