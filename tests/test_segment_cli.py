@@ -141,3 +141,28 @@ def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys)
     assert 0 < done == first_bad < total <= 24  # every frame before the bad one, even those in its encoder batch
     labels, _ = read_labels(out)
     assert labels.shape == (total, H, W)
+
+
+def test_dataset_problems_are_found_before_any_work_and_name_renames(mp4, tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "meta_expressions.json").write_text('{"videos": [')
+    out = tmp_path / "l.tif"
+    assert main(["segment", str(mp4), "--text", "x", "-o", str(out), "--dataset", str(broken), *RANDOM_TINY]) == 2
+    assert "not valid JSON" in capsys.readouterr().err and not out.exists()  # refused before segmenting
+    ds = tmp_path / "ds"
+    assert main(["segment", str(mp4), "--text", "x", "--dataset", str(ds), *RANDOM_TINY]) == 0
+    # The same file stem again: refused up front; --name adds it under another name.
+    assert main(["segment", str(mp4), "--text", "y", "-o", str(out), "--dataset", str(ds), *RANDOM_TINY]) == 2
+    assert "--name" in capsys.readouterr().err and not out.exists()
+    assert main(["segment", str(mp4), "--text", "y", "-o", str(out), "--dataset", str(ds), "--name", "take2",
+                 *RANDOM_TINY]) == 0
+    videos = json.loads((ds / "meta_expressions.json").read_text())["videos"]
+    assert sorted(videos) == ["clip", "take2"] and videos["take2"]["expressions"]["0"]["exp"] == "y"
+    with tifffile.TiffFile(out) as tif:  # the video's name and frame rate travel with the labels
+        meta = tif.imagej_metadata
+    assert "video: take2" in meta["Info"] and meta["finterval"] == pytest.approx(1 / 5)

@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
                         help="labels file: .tif/.tiff (stack), .json (COCO), or a folder/ (palette PNGs)")
     parser.add_argument("--dataset", metavar="DIR",
                         help="also add the video, labels and expressions to a Ref-YouTube-VOS style dataset")
+    parser.add_argument("--name", default=None,
+                        help="the video's name in --dataset and in the exports (default: the file or folder name)")
     parser.add_argument("--model", default="default",
                         help="'default' (bundled), a RefSAM .safetensors path, or 'none': a fresh model (random weights; "
                              "plain SAM with --sam-checkpoint, which then takes --box objects only)")
@@ -96,7 +98,6 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..atomic import OutputExistsError
     from ..errors import RefSAMError, VideoReadError
     from ..export import write_labels
     from ..video.objects import check_box, check_frame
@@ -109,9 +110,11 @@ def run(args) -> int:
         for frame, box in boxes:  # checked against the video before the model loads
             check_frame(frame, source.num_frames, "--box frame")
             check_box(box, source.height, source.width)
-        if args.dataset is not None and not args.overwrite and (Path(args.dataset) / "JPEGImages" / source.name).exists():
-            raise OutputExistsError(f"{args.dataset} already holds a video named {source.name!r}; "
-                                    "pass --overwrite to replace it")
+        name = args.name or source.name
+        if args.dataset is not None:
+            from ..data.ytvos import check_can_add
+
+            check_can_add(args.dataset, name, args.overwrite)  # before the model runs, not after
         try:
             model = _load_model(args)
             with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:
@@ -132,16 +135,16 @@ def run(args) -> int:
                             raise
                         # The frames segmented before the unreadable one are kept, not thrown away.
                         path = write_labels(args.output, session.labels, expressions, overwrite=args.overwrite,
-                                            video_name=source.name)
+                                            fps=source.fps, video_name=name)
                         raise VideoReadError(f"{exc}; the {done} frame(s) segmented before it were written to "
                                              f"{path}, the others left empty") from exc
                 if args.output is not None:
                     written.append(write_labels(args.output, session.labels, expressions,
-                                                overwrite=args.overwrite, video_name=source.name))
+                                                overwrite=args.overwrite, fps=source.fps, video_name=name))
                 if args.dataset is not None:
                     from ..data.ytvos import write_video
 
-                    written.append(write_video(args.dataset, source.name, source, session.labels, expressions,
+                    written.append(write_video(args.dataset, name, source, session.labels, expressions,
                                                overwrite=args.overwrite))
         except (RuntimeError, torch.OutOfMemoryError) as exc:  # anything torch raises from deep inside
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from src_model.atomic import OutputExistsError, atomic_dir, atomic_file
+from src_model.atomic import OutputExistsError, atomic_dir, atomic_file, check_replaceable_dir
 from src_model.errors import DatasetFormatError
 
 META_NAME = "meta_expressions.json"
@@ -302,6 +302,21 @@ def _numbered(suffix: str):
     return lambda name: re.fullmatch(r"\d+" + re.escape(suffix), name) is not None
 
 
+def check_can_add(root, name: str, overwrite: bool = False) -> None:
+    """Raise now what ``write_video`` would raise for adding video ``name`` to the dataset at ``root``:
+    an unreadable meta_expressions.json, a name already taken (unless ``overwrite``), or a frame
+    folder holding files the writer did not put there."""
+    root, name = Path(root), _check_name(name)
+    meta_path = root / META_NAME
+    meta = _load_meta(meta_path) if meta_path.exists() else {"videos": {}}
+    targets = (root / "JPEGImages" / name, root / "Annotations" / name)
+    if not overwrite and (name in meta["videos"] or any(t.exists() for t in targets)):
+        raise OutputExistsError(f"{root}: video {name!r} already exists; pass overwrite=True (CLI: --overwrite) "
+                                "to replace it, or add it under another name (CLI: --name)")
+    for target, suffix in zip(targets, (".jpg", ".png")):
+        check_replaceable_dir(target, _numbered(suffix))
+
+
 def write_video(root, name: str, frames, labels, expressions: dict[int, list[str]],
                 overwrite: bool = False, jpeg_quality: int = 95) -> Path:
     """Add one video to the dataset at ``root`` (created if needed) and return its frame folder.
@@ -327,12 +342,10 @@ def write_video(root, name: str, frames, labels, expressions: dict[int, list[str
     if len(frames) != len(labels):
         raise DatasetFormatError(f"video {name!r}: {len(frames)} frames but {len(labels)} label frames")
     exps = _expression_entries(name, expressions)
+    check_can_add(root, name, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     meta_path = root / META_NAME
-    meta = _load_meta(meta_path) if meta_path.exists() else {"videos": {}}
     targets = (root / "JPEGImages" / name, root / "Annotations" / name)
-    if not overwrite and (name in meta["videos"] or any(t.exists() for t in targets)):
-        raise OutputExistsError(f"{root}: video {name!r} already exists; pass overwrite=True to replace it")
     for t in targets:
         t.parent.mkdir(exist_ok=True)
     frame_names = [f"{t:05d}" for t in range(len(labels))]

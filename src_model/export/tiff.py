@@ -46,7 +46,7 @@ def _info_text(meta: dict) -> str:
     if "video_name" in meta:
         lines.append(f"video: {meta['video_name']}")
     for obj, texts in meta["expressions"].items():
-        lines.append(f"object {obj}: " + " | ".join(texts))
+        lines.append(f"object {obj}: " + " | ".join(" ".join(t.split()) for t in texts))  # one line each
     return "\n".join(lines)
 
 

@@ -72,6 +72,7 @@ class PyAVReader:
                           "could be read", stacklevel=2)
         self.num_frames = len(stamps)
         self.frame_shape = (self.height, self.width, 3)
+        self.fps = float(rate) if rate else None
         self.dtype = np.dtype(np.uint8)
         # Exact mode needs a unique pts per frame; otherwise frames are counted from the start.
         self._exact = None not in stamps and len(set(stamps)) == len(stamps)

@@ -118,6 +118,11 @@ class VideoSource:
         return self._reader.path
 
     @property
+    def fps(self) -> float | None:
+        """Frames per second of a video file (None for stacks, folders and arrays)."""
+        return getattr(self._reader, "fps", None)
+
+    @property
     def num_frames(self) -> int:
         return int(self._reader.num_frames)
 
