@@ -264,6 +264,8 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
     # ----------------------------------------------------------------------------- actions
     def _ready(self) -> bool:
         layer = self.selected_layer()
+        if self._refuse_if_busy():  # before anything below parks the session the run is using
+            return False
         if self.model is None:
             show_warning("RefSAM: load a model first (Model → Load model).")
             return False

@@ -122,3 +122,18 @@ def test_closing_an_idle_widget_closes_every_session(make_napari_viewer, qtbot, 
     assert_closed(first)
     assert_closed(second)
     assert widget.session is None and widget._parked == {}
+
+
+def test_a_new_run_on_another_layer_while_busy_is_refused_and_parks_nothing(make_napari_viewer, qtbot, video,
+                                                                             tiny_model, notes):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, video, tiny_model)
+    session, _ = start_first_segment(qtbot, widget)
+    other = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="other")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other))
+    assert widget.selected_layer() is other
+    assert not widget.segment("the second thing") and not widget.add_from_prompts()
+    assert widget.session is session and widget._parked == {}  # the running session stays in place
+    assert any("busy" in m for _, m in notes.all())
+    wait_idle(qtbot, widget)
+    assert widget.session is session and sorted(session.objects) == [1]
