@@ -115,3 +115,4 @@ class SessionLifetime:
         self._pending_paint = set()
         self.objects.update_objects({}, {})
         self._update_frame_label()
+        self._set_busy(self._worker is not None)

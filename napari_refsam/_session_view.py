@@ -108,6 +108,9 @@ class SessionView:
         """
         if self._refuse_if_busy():
             return False
+        if uses_video and self.session is not None and (self.labels_layer is None
+                                                         or self.labels_layer not in self.viewer.layers):
+            self._adopt_session(self.session)  # its labels layer was deleted: a new one, filled from the session
         token, result = CancelToken(), JobResult()
         if uses_video:
             token.session, token.video = self.session, self.video_layer
@@ -209,7 +212,10 @@ class SessionView:
             placement = {"scale": video.scale, "translate": video.translate}
             if getattr(video, "axis_labels", None) is not None:
                 placement["axis_labels"] = video.axis_labels
-        layer = self.viewer.add_labels(layer_array(shape, np.uint16), name=LABELS_NAME, **placement)
+        added = self.viewer.add_labels(layer_array(shape, np.uint16), name=LABELS_NAME, **placement)
+        # The layer list's own object, not the plugin proxy add_labels returns: removal events carry
+        # the former, and ``is`` must recognise it.
+        layer = next((x for x in self.viewer.layers if x == added), added)
         self._watch_labels(layer)
         self.labels_layer = layer
 
@@ -273,6 +279,7 @@ class SessionView:
             self.labels_layer.metadata[NAME_KEY] = (self.video_layer.metadata.get(NAME_KEY)
                                                     or self.video_layer.name)
         self._update_frame_label()
+        self._set_busy(self._worker is not None)  # undo / re-propagate / remove follow the session
 
     def _current_frame(self) -> int:
         return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim else 0

@@ -53,7 +53,7 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         layers.inserted.connect(self._on_layer_inserted)
         layers.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._update_frame_label)
-        self._refresh_layer_choices()
+        self._refresh_layer_choices(notify=False)  # no restore dialog from inside the constructor
         # Deferred, so whoever created the widget can still set ``auto_restore`` first. A bound
         # method (not a lambda) so Qt drops the call if the widget is gone by then.
         QTimer.singleShot(0, self._offer_restore_for_selected)
@@ -99,6 +99,7 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         grid.addWidget(self.cancel_button, 3, 1)
         grid.addWidget(self.auto_repropagate, 4, 0, 1, 3)
         self.objects = ObjectTable()
+        self.objects.itemSelectionChanged.connect(self._refresh_buttons)
         grid.addWidget(self.objects, 5, 0, 1, 3)
         self.frame_label = QLabel("")
         grid.addWidget(self.frame_label, 6, 0, 1, 3)
@@ -128,10 +129,19 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
-        for button in (self.segment_button, self.prompts_button, self.repropagate_button, self.undo_button,
-                       self.remove_button, self.model_panel.load_button):
-            button.setEnabled(not busy)
+        """Enable what can act now: nothing but Cancel while a job runs; otherwise re-propagate and
+        undo only with something to act on, remove only with an object selected."""
+        session = self.session
+        for button, usable in ((self.segment_button, True), (self.prompts_button, True),
+                               (self.model_panel.load_button, True),
+                               (self.repropagate_button, session is not None and bool(session.objects)),
+                               (self.undo_button, session is not None and session.can_undo),
+                               (self.remove_button, session is not None and self.objects.selected_object() is not None)):
+            button.setEnabled(usable and not busy)
         self.cancel_button.setEnabled(busy)
+
+    def _refresh_buttons(self) -> None:
+        self._set_busy(self._worker is not None)
 
     def _choose_autosave_dir(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Autosave sessions to")
@@ -142,7 +152,7 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
     def selected_layer(self):
         return self.layer_combo.currentData()
 
-    def _refresh_layer_choices(self) -> None:
+    def _refresh_layer_choices(self, notify: bool = True) -> None:
         from napari.layers import Image
 
         current = self.selected_layer()
@@ -154,7 +164,7 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         index = self.layer_combo.findData(current) if current is not None else -1
         self.layer_combo.setCurrentIndex(index if index >= 0 else self.layer_combo.count() - 1)
         self.layer_combo.blockSignals(False)
-        if self.selected_layer() is not current:
+        if notify and self.selected_layer() is not current:
             self._on_video_changed()
 
     def _on_layer_inserted(self, event) -> None:

@@ -1,0 +1,62 @@
+"""What the widget offers matches what it can do: buttons, a deleted labels layer, the restore offer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._session_view import LABELS_NAME
+from napari_refsam._widget import RefSAMWidget
+from refsam_napari_helpers import open_with_widget, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def enabled(widget):
+    return {name: getattr(widget, f"{name}_button").isEnabled() for name in ("repropagate", "undo", "remove")}
+
+
+def test_buttons_offer_only_what_can_act(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    assert enabled(widget) == {"repropagate": False, "undo": False, "remove": False}  # no session yet
+    assert widget.segment_button.isEnabled()
+    segment(qtbot, widget)
+    assert enabled(widget) == {"repropagate": True, "undo": True, "remove": False}  # no row selected
+    widget.objects.selectRow(0)
+    assert enabled(widget)["remove"]
+    while widget.session.can_undo:
+        assert widget.undo()
+        wait_idle(qtbot, widget)  # each undo is autosaved
+    assert not enabled(widget)["undo"] and enabled(widget)["repropagate"] == bool(widget.session.objects)
+
+
+def test_a_deleted_labels_layer_is_noticed_and_made_again_from_the_session(make_napari_viewer, qtbot, mp4,
+                                                                          tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    viewer.layers.remove(viewer.layers[LABELS_NAME])  # frame 2 is rewritten from the session below
+    assert widget.labels_layer is None  # the layer list's own object is held, so its removal is seen
+    assert widget.repropagate(2)
+    wait_idle(qtbot, widget)
+    layer = widget.labels_layer
+    assert layer is not None and layer in viewer.layers and layer.name == LABELS_NAME
+    assert np.array_equal(layer.data, widget.session.labels)
+
+
+def test_no_restore_dialog_from_inside_the_constructor(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)  # leaves an autosave next to the video
+    viewer.close()
+    asked = []
+    monkeypatch.setattr("napari_refsam._widget.QMessageBox.question",
+                        lambda *a, **k: asked.append(a) or 0x00004000)  # Yes
+    fresh = make_napari_viewer()
+    fresh.open(str(mp4), plugin="napari-refsam")
+    _, widget2 = fresh.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    assert asked == []  # not while the widget was being built and docked ...
+    widget2.set_model(tiny_model)
+    qtbot.waitUntil(lambda: len(asked) == 1, timeout=5_000)  # ... but once the event loop runs
+    wait_idle(qtbot, widget2)
+    assert isinstance(widget2, RefSAMWidget) and widget2.session is not None
