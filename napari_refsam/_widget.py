@@ -188,6 +188,8 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         """Put the session aside (kept, and autosaved after every change); its layer stays too."""
         if self.session is not None and self.video_layer is not None:
             self._parked[id(self.video_layer)] = (self.session, self.labels_layer)
+            if self.labels_layer is not None:
+                self.labels_layer.editable = False  # no session watches it now: a stroke would be lost
         self._forget_session()
 
     def _video_of(self, layer):
@@ -294,6 +296,7 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             session, labels = parked
             if labels is not None and labels in self.viewer.layers:
                 self.labels_layer = labels
+                labels.editable = True
                 self._watch_labels(labels)
             self._adopt_session(session)
             if self.model is not None and session.model is not self.model:

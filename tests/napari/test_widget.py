@@ -249,8 +249,12 @@ def test_switching_videos_keeps_each_session(make_napari_viewer, qtbot, mp4, tin
     assert widget.session is None and widget.objects.object_ids() == []
     segment(qtbot, widget, "the cobalt oval")
     assert widget.session is not first_session and widget.labels_layer is not first_labels
+    # A parked session's labels cannot be painted: no session watches them, a stroke would be lost.
+    assert not first_labels.editable and widget.labels_layer.editable
+    second_labels = widget.labels_layer
     widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["clip"]))
     assert widget.session is first_session and widget.labels_layer is first_labels
+    assert first_labels.editable and not second_labels.editable
     assert widget.objects.object_ids() == [1]
     assert np.array_equal(first_labels.data, first_session.labels)
 
