@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._corrections import apply_strokes
 from ._workers import propagate_frames
 
 
@@ -93,27 +94,27 @@ def add_prompts(session, model, video, frame: int, prompts, token, direction: st
     return ids
 
 
-def correct(session, edits, token, direction: str, propagate: bool, save_to=None):
-    """Lock user-painted frames as keyframes, then (optionally) re-propagate from each.
+def correct(session, strokes, token, direction: str, propagate: bool, save_to=None):
+    """Lock user-painted pixels as keyframes, then (optionally) re-propagate from each frame.
 
-    edits: [(t, {obj_id: (H, W) bool mask})] for the objects whose pixels changed on frame t;
-    an id the session does not know becomes a new mask-prompt object (its new id is reported).
+    strokes: ``_corrections.stroke_changes`` dicts in painting order; only the objects a stroke
+    touched become keyframes, and a label no object has becomes a new object. The corrections and
+    their re-propagation are one undo step. Returns {painted label: new object id}.
     """
-    for t, masks in edits:
-        for obj, mask in masks.items():
-            if obj in session.objects:
-                session.set_mask(obj, t, mask)
-            else:
-                new = session.add_object(frame=t, mask=mask)
-                yield ("object", new)
-        yield ("frame", t, np.array(session.labels[t]))
-    try:
-        if propagate:
-            for t, _ in edits:
-                yield ("status", f"Re-propagating from frame {t}…")
-                yield from propagate_frames(session, token, start=t, direction=direction)
-    finally:
-        yield from autosave(session, save_to)
+    with session.edit_group("correction"):
+        frames, new_ids = apply_strokes(session, strokes)
+        for obj in new_ids.values():
+            yield ("object", obj)
+        for t in frames:
+            yield ("frame", t, np.array(session.labels[t]))
+        try:
+            if propagate:
+                for t in frames:
+                    yield ("status", f"Re-propagating from frame {t}…")
+                    yield from propagate_frames(session, token, start=t, direction=direction)
+        finally:
+            yield from autosave(session, save_to)
+    return new_ids
 
 
 def repropagate(session, frame: int, token, direction: str, save_to=None):

@@ -108,6 +108,7 @@ class SessionLifetime:
 
     def _forget_session(self) -> None:
         """The widget stops showing a session (it is parked or let go by the caller)."""
+        self._settle_pending_paint()  # strokes not yet applied go into it first
         if self.labels_layer is not None:
             self._unwatch_labels(self.labels_layer)
         self.session = self.labels_layer = self.video_layer = None

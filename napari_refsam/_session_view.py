@@ -1,13 +1,15 @@
 """The GUI-thread half of the widget: running jobs, and mirroring the session in a Labels layer.
 
 ``SessionView`` is mixed into ``RefSAMWidget``. It expects the widget to provide ``viewer``,
-``session``, ``video_layer``, ``labels_layer``, the ``objects`` table, ``status``, ``progress``
-and ``frame_label`` widgets, ``_set_busy(bool)`` and ``apply_corrections(frames)``.
+``session``, ``video_layer``, ``labels_layer``, the ``objects`` table, ``status``, ``progress``,
+``frame_label``, ``direction`` and ``auto_repropagate`` widgets, ``_set_busy(bool)`` and
+``autosave_file()``.
 
 The Labels layer holds its own copy of the session's labels. The engine writes its copy in the
-worker thread while the user may paint on the layer's copy, and the difference between the two
-is exactly what a paint stroke changed, which is how corrections are detected (see
-``_corrections``). After every job the frames it touched are copied back from the session.
+worker thread while the user may paint on the layer's copy. A paint stroke is read from napari's
+history item (which pixels it changed, to what); its pixels are applied onto the session's frame
+as it is when the stroke is applied, which during a run is after the run (see ``_corrections``).
+After every job the frames it touched are copied back from the session.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from app_model.types import KeyCode, KeyMod
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
-from ._corrections import painted_frames
+from . import _jobs
+from ._corrections import apply_strokes, frame_diff, painted_frames, stroke_changes, strokes_applier
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
@@ -87,6 +90,7 @@ class SessionView:
         self.labels_layer = None
         self._worker = self._token = self._result = self._live = None
         self._pending_paint: set[int] = set()  # painted frames not yet turned into corrections
+        self._strokes: list = []  # their strokes, in order: stroke_changes dicts (a set of frames if unreadable)
         self._keyframes: dict = {}             # snapshot for the frame display (read on the GUI thread)
 
     # ---------------------------------------------------------------------------------- jobs
@@ -179,21 +183,91 @@ class SessionView:
     def _on_paint(self, event) -> None:
         if self.session is None or self.labels_layer is None:
             return
-        frames = painted_frames(event.value, self.labels_layer.data.shape[0]) or {self._current_frame()}
-        # napari emits ``paint`` before it writes the pixels, so the stroke is read on the next turn
-        # of the event loop. A running job must not overwrite these frames until then.
+        shape = self.labels_layer.data.shape
+        stroke = stroke_changes(event.value, shape) if len(shape) == 3 else None
+        if stroke:
+            frames = set(stroke)
+        else:  # an edit we cannot read: the frames' difference with the session, when applied
+            stroke = frames = painted_frames(event.value, shape[0]) or {self._current_frame()}
+        self._strokes.append(stroke)
+        # napari may emit ``paint`` before it writes the pixels, so the stroke is applied on the next
+        # turn of the event loop. A running job must not overwrite these frames in the layer until then.
         self._pending_paint |= frames
         if self._live is not None:
             self._live.skip |= frames
+        token = self._token
+        if token is not None and token.before_save is None and token.holds(self.session):
+            token.before_save = strokes_applier(self._strokes)  # if the run is let go before it ends
         if self._worker is not None:
             self.status.setText(f"Correction on frame(s) {sorted(frames)} noted; applied after this run.")
             return
         QTimer.singleShot(0, self._apply_pending_paint)
 
     def _apply_pending_paint(self) -> None:
-        if self._worker is None and self._pending_paint:
+        if self._worker is None and (self._pending_paint or self._strokes):
             frames, self._pending_paint = self._pending_paint, set()
-            self.apply_corrections(frames)
+            strokes, self._strokes = self._strokes, []
+            if not self.apply_corrections(strokes) and self.session is not None and self.labels_layer is not None:
+                self._sync(sorted(frames))  # nothing to correct: the layer shows the session again
+
+    def _readable(self, strokes) -> list:
+        """The strokes as stroke_changes dicts: unreadable ones become the layer's difference."""
+        out = []
+        for stroke in strokes:
+            if not isinstance(stroke, dict):
+                stroke = {t: frame_diff(self.labels_layer.data[t], self.session.labels[t]) for t in sorted(stroke)}
+                stroke = {t: change for t, change in stroke.items() if change[0].any()}
+            if stroke:
+                out.append(stroke)
+        return out
+
+    def apply_corrections(self, strokes) -> bool:
+        """Make painted pixels keyframes of the objects the strokes touched (one undo step)."""
+        if self.session is None or self.labels_layer is None:
+            return False
+        strokes = self._readable(strokes)
+        if not strokes:
+            return False
+        session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
+        auto = self.auto_repropagate.isChecked()
+        return self._start("applying the correction", lambda token: _jobs.correct(
+            session, strokes, token, direction, auto, save_to), on_done=self._after_correction)
+
+    def _after_correction(self, result) -> None:
+        """A painted label no object had became a new object: the brush now paints that object, so
+        the next stroke with it extends the same object instead of making another."""
+        new_ids = result.value or {}
+        layer = self.labels_layer
+        if not new_ids or layer is None:
+            return
+        text = ", ".join(f"label {label} became object {obj}" for label, obj in new_ids.items())
+        if int(layer.selected_label) in new_ids:
+            obj = new_ids[int(layer.selected_label)]
+            layer.selected_label = obj
+            text += f"; the brush now paints object {obj}"
+        self.status.setText(f"Correction applied: {text}.")
+
+    def _settle_pending_paint(self) -> None:
+        """The session is about to be let go (parked, closed, the viewer closing): strokes not yet
+        applied go into it now, and it is autosaved. A run holding the session has them in its
+        token instead: applied once it stops, before its autosave."""
+        strokes, self._strokes = self._strokes, []
+        session, token = self.session, self._token
+        if not strokes or session is None or self.labels_layer is None:
+            return
+        if token is not None and token.holds(session):
+            return
+        try:
+            strokes = self._readable(strokes)
+            if strokes:
+                with session.edit_group("correction"):
+                    apply_strokes(session, strokes)
+                path = self.autosave_file()
+                if path is not None:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    session.save(path)
+        except Exception as exc:  # noqa: BLE001
+            show_warning(describe_error("applying the last paint stroke", exc))
 
     # ------------------------------------------------------------------------ labels <-> session
     def _ensure_labels_layer(self, shape) -> None:

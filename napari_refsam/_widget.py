@@ -11,7 +11,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -21,7 +20,6 @@ from qtpy.QtWidgets import (
 
 from . import _jobs
 from ._autosave import SESSION_FILE, autosave_path, existing_autosave, set_aside
-from ._corrections import changed_objects
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
@@ -382,21 +380,3 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         if self._token is not None:
             self._token.cancel()
             self.status.setText("Cancelling…")
-
-    # -------------------------------------------------------------------------- corrections
-    def apply_corrections(self, frames) -> bool:
-        """Make painted frames keyframes of the objects whose pixels changed there."""
-        if self.session is None or self.labels_layer is None:
-            return False
-        edits = []
-        for t in sorted(frames):
-            new = np.array(self.labels_layer.data[t])
-            ids = changed_objects(new, self.session.labels[t])
-            if ids:
-                edits.append((t, {obj: new == obj for obj in ids}))
-        if not edits:
-            return False
-        session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
-        auto = self.auto_repropagate.isChecked()
-        return self._start("applying the correction", lambda token: _jobs.correct(
-            session, edits, token, direction, auto, save_to))

@@ -49,6 +49,9 @@ class CancelToken:
         self._sessions: list = []   # every session the job worked on (a model switch makes a second)
         self._release = None        # (autosave path or None,) once released
         self._ended = False
+        # Called with the session once a released job has stopped, before the autosave (in the
+        # worker thread): paint strokes still waiting for the run go in; True if it changed it.
+        self.before_save = None
 
     @property
     def session(self):
@@ -104,7 +107,14 @@ class CancelToken:
         with self._lock:  # the worker and the GUI thread may both get here: one of them closes
             (save_to,) = self._release
             sessions, self._sessions = self._sessions, []
-        if sessions and save_to is not None and result.saved != str(save_to):
+        changed = False
+        if sessions and self.before_save is not None:
+            try:
+                changed = bool(self.before_save(sessions[-1]))
+            except Exception as exc:  # noqa: BLE001 - reported; the session is saved regardless
+                log.warning("RefSAM: applying the pending paint strokes failed", exc_info=exc)
+                result.warning = f"RefSAM: the paint strokes made during the run could not be applied: {exc}"
+        if sessions and save_to is not None and (changed or result.saved != str(save_to)):
             try:
                 Path(save_to).parent.mkdir(parents=True, exist_ok=True)
                 sessions[-1].save(save_to)

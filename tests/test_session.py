@@ -430,6 +430,29 @@ def test_remove_object_and_undo(make):
     assert s.add_object(text="a new one") == 4  # ids are never reused
 
 
+def test_edit_group_is_one_undo_step(make):
+    """Edits inside edit_group (several objects' masks, a new object, a re-propagation) are undone
+    by one undo(); an empty group leaves no step; edits after it are steps of their own."""
+    s = make()
+    a, b, c = populate(s)
+    labels, keyframes, objects = s.labels.copy(), s.keyframes, s.objects
+    depth = len(s._history)
+    with s.edit_group("correction"):
+        pass
+    assert len(s._history) == depth  # nothing changed: no step
+    with s.edit_group("correction"):
+        s.set_mask(a, 3, rect(0, 20, 0, 20))
+        s.set_mask(b, 3, rect(20, 40, 0, 20))
+        new = s.add_object(frame=3, mask=rect(40, 60, 40, 60))
+        for _ in s.propagate(start=3):
+            pass
+    assert len(s._history) == depth + 1 and s.keyframes[new] == [3] and 3 in s.keyframes[a]
+    check_keyframes(s)
+    s.set_mask(c, 5, rect(0, 8, 0, 8))  # after the group: its own step
+    assert s.undo() == "set_mask" and s.undo() == "correction"
+    assert np.array_equal(s.labels, labels) and s.keyframes == keyframes and s.objects == objects
+
+
 def test_label_store_widens_to_uint32(tmp_path):
     for path in (None, tmp_path / "l.npy"):
         store = LabelStore((3, 4, 5), np.uint16, path)

@@ -92,3 +92,51 @@ class Edit:
             obj.keyframes = dict(self.keyframes[i])
         session._next_id = self.next_id
         return sorted(self.frames)
+
+
+class EditHistory:
+    """A session's undo steps, newest last, at most ``depth`` of them.
+
+    Between ``open_group`` and ``close_group`` every edit joins one step (the group's name), as long
+    as that step is still the newest: one undo then reverts e.g. a paint stroke that changed several
+    objects and the re-propagation after it. The caller holds the session's lock around each call.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self.depth = max(1, int(depth))
+        self._edits: list[Edit] = []
+        self._group: list | None = None  # [name, its Edit once something changed]
+
+    def __len__(self) -> int:
+        return len(self._edits)
+
+    def begin(self, name: str, session) -> Edit:
+        """The step an edit named ``name`` records into (a new one, or the open group's)."""
+        group = self._group
+        if group is not None and group[1] is not None and self._edits and self._edits[-1] is group[1]:
+            return group[1]
+        edit = Edit(name if group is None else group[0], session)
+        if group is not None:
+            group[1] = edit
+        self._edits.append(edit)
+        del self._edits[:-self.depth]
+        return edit
+
+    def drop_if_empty(self, edit: Edit | None, session) -> None:
+        """Forget ``edit`` if it is the newest step and changed nothing (a run that wrote no frame)."""
+        if edit is not None and edit.is_empty(session) and self._edits and self._edits[-1] is edit:
+            self._edits.pop()
+
+    def open_group(self, name: str) -> bool:
+        """Start a group; False if one is open already (a nested group joins the outer one)."""
+        if self._group is not None:
+            return False
+        self._group = [name, None]
+        return True
+
+    def close_group(self, session) -> None:
+        edit, self._group = self._group[1], None
+        self.drop_if_empty(edit, session)
+
+    def pop(self) -> Edit | None:
+        return self._edits.pop() if self._edits else None

@@ -8,6 +8,8 @@
     session.set_mask(a, 40, mask)                                # correction -> locked keyframe
     for t, labels_frame in session.propagate(start=40):          # up to the neighbouring keyframes
         ...
+    with session.edit_group("correction"):                       # several edits, one undo step
+        session.set_mask(a, 12, mask_a); session.set_mask(b, 12, mask_b)
     session.undo(); session.save("clip.refsam"); VideoSession.load(model, "clip.refsam")
 
 Rules (DESIGN.md "Propagation semantics"; the engine is in propagation.py):
@@ -24,6 +26,7 @@ Rules (DESIGN.md "Propagation semantics"; the engine is in propagation.py):
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ import torch
 from ..errors import PromptError, TextInputError
 from .cache import DEFAULT_MAX_BYTES, FeatureCache, device_error
 from .conditioned import ConditionedCache
-from .history import Edit
+from .history import Edit, EditHistory
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
 from .objects import PROMPT, TEXT, VideoObject, check_box, check_frame, check_mask, check_points
 from .propagation import COLD, DIRECTIONS, KEY, RESUME, STEP, decode_jobs, job_for, plan, resolve, resume_state
@@ -77,7 +80,7 @@ class VideoSession:
         self.conditioned = ConditionedCache(self.settings["max_cache_bytes"] // 4)
         self._objects: dict[int, VideoObject] = {}
         self._next_id = 1
-        self._history: list[Edit] = []
+        self._history = EditHistory(self.undo_depth)
         self._active: threading.Event | None = None  # cancel token of the unfinished run, if any
         self._lock = threading.RLock()
 
@@ -295,8 +298,7 @@ class VideoSession:
             with self._lock:
                 if self._active is token:
                     self._active = None
-                if edit is not None and edit.is_empty(self) and self._history and self._history[-1] is edit:
-                    self._history.pop()
+                self._history.drop_if_empty(edit, self)
 
     def _step(self, p, t: int, feats, running: dict, last, edit: Edit) -> np.ndarray:
         """Decode every object active on frame ``t`` of pass ``p``, resolve, commit; returns the frame."""
@@ -345,11 +347,24 @@ class VideoSession:
         return new
 
     # ----------------------------------------------------------------- history
+    @contextmanager
+    def edit_group(self, name: str = "edit"):
+        """Make every edit inside the block (set_mask, add/remove_object, propagations) one undo step
+        named ``name``: one ``undo()`` reverts them all, e.g. a paint stroke that changed several
+        objects and the re-propagation that followed it. Nested groups join the outermost one.
+        The group belongs to the session, not the thread: edits from other threads meanwhile join it.
+        """
+        with self._lock:
+            outer = self._history.open_group(name)
+        try:
+            yield self
+        finally:
+            if outer:
+                with self._lock:
+                    self._history.close_group(self)
+
     def _begin(self, name: str) -> Edit:
-        edit = Edit(name, self)
-        self._history.append(edit)
-        del self._history[:-self.undo_depth]
-        return edit
+        return self._history.begin(name, self)
 
     def _commit(self, t: int, old: np.ndarray, new: np.ndarray, edit: Edit) -> None:
         if not np.array_equal(old, new):
@@ -360,9 +375,9 @@ class VideoSession:
         """Revert the last propagation, correction or object change; returns its name (None: nothing)."""
         with self._lock:
             self._stop_run()
-            if not self._history:
-                return None
             edit = self._history.pop()
+            if edit is None:
+                return None
             edit.revert(self)
             return edit.name
 

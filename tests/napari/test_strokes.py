@@ -1,0 +1,106 @@
+"""Paint strokes as corrections: only the objects a stroke touched are locked (also when it was
+painted during a run), one stroke is one undo step, a new label stays one object, and a stroke
+painted during a run survives the viewer closing before the run ends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._autosave import SESSION_FILE
+from refsam_napari_helpers import TEXT, open_with_widget, paint_square, wait_idle
+
+pytestmark = pytest.mark.gui
+OTHER = "a blue square"
+
+
+def paint_during_run(qtbot, widget, start, frame, label, centre, size=6):
+    """Start a run with ``start()``; when its frame 3 arrives, paint ``frame`` (not reached yet)."""
+    painted = {}
+
+    def paint_once(item):
+        if item[0] == "frame" and item[1] == 3 and not painted:
+            layer = widget.labels_layer
+            before = np.array(layer.data[frame])
+            paint_square(widget.viewer, layer, frame, label, centre=centre, size=size)
+            painted["stroke"] = np.asarray(layer.data[frame]) != before
+
+    assert start()
+    widget._worker.yielded.connect(paint_once)
+    qtbot.waitUntil(lambda: "stroke" in painted, timeout=60_000)
+    return painted["stroke"]
+
+
+def test_stroke_during_a_run_locks_only_the_objects_it_touched(make_napari_viewer, qtbot, long_mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    assert widget.segment(TEXT)
+    wait_idle(qtbot, widget)
+    stroke = paint_during_run(qtbot, widget, lambda: widget.segment(OTHER), 30, 1, (30, 40))
+    assert stroke.any()
+    wait_idle(qtbot, widget)
+    session = widget.session
+    assert 30 in session.keyframes[1] and 30 not in session.keyframes[2], session.keyframes
+    assert (session.labels[30] == 2).any(), "object 2 keeps what the run made of frame 30"
+    assert (session.labels[30][stroke] == 1).all()
+    assert np.array_equal(widget.labels_layer.data, session.labels)
+
+
+def test_one_stroke_is_one_undo_step(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Object 1 painted over object 2, re-propagated automatically: one Undo reverts it all."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    for text in (TEXT, OTHER):
+        assert widget.segment(text)
+        wait_idle(qtbot, widget)
+    layer, session = widget.labels_layer, widget.session
+    before, keyframes = np.array(session.labels), session.keyframes
+    ys, xs = np.nonzero(layer.data[5] == 2)
+    widget.auto_repropagate.setChecked(True)
+    paint_square(viewer, layer, 5, 1, centre=(int(ys.mean()), int(xs.mean())), size=8)
+    wait_idle(qtbot, widget)
+    assert 5 in session.keyframes[1] and 5 in session.keyframes[2]  # 2 lost pixels to the stroke
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    assert session.keyframes == keyframes
+    assert np.array_equal(session.labels, before) and np.array_equal(layer.data, before)
+
+
+def test_new_label_becomes_the_brush_label(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Label 9 becomes object 2 and the brush then paints 2: the next stroke extends that object."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    assert widget.segment(TEXT)
+    wait_idle(qtbot, widget)
+    layer, session = widget.labels_layer, widget.session
+    layer.selected_label = 9  # a label no object has, as the user picks it in the layer controls
+    paint_square(viewer, layer, 3, layer.selected_label, centre=(10, 80), size=8)
+    wait_idle(qtbot, widget)
+    assert sorted(session.objects) == [1, 2]
+    assert layer.selected_label == 2 and "object 2" in widget.status.text()
+    paint_square(viewer, layer, 10, layer.selected_label, centre=(10, 80), size=8)
+    wait_idle(qtbot, widget)
+    assert sorted(session.objects) == [1, 2] and session.keyframes[2] == [3, 10]
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    assert session.keyframes[2] == [3]
+    assert widget.undo()  # the new object and its mask: one step
+    wait_idle(qtbot, widget)
+    assert sorted(session.objects) == [1] and not (layer.data == 2).any()
+
+
+def test_stroke_during_a_run_survives_closing_the_viewer(make_napari_viewer, qtbot, long_mp4, tiny_model):
+    from src_model import VideoSession
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    assert widget.segment(TEXT)
+    wait_idle(qtbot, widget)
+    stroke = paint_during_run(qtbot, widget, lambda: widget.repropagate(0), 40, 1, (30, 40))
+    assert widget._worker is not None and "after this run" in widget.status.text()
+    viewer.close()
+    saved = VideoSession.load(tiny_model, long_mp4.parent / f"{long_mp4.name}.refsam" / SESSION_FILE)
+    try:
+        assert 40 in saved.keyframes[1]
+        assert (saved.labels[40][stroke] == 1).all()
+    finally:
+        saved.close()
