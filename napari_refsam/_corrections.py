@@ -11,7 +11,11 @@ it back meanwhile) keeps the run's result for every other object. Qt-free: it ru
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def painted_frames(history_item, num_frames: int) -> set[int]:
@@ -132,11 +136,23 @@ def changed_objects(new_frame: np.ndarray, old_frame: np.ndarray) -> list[int]:
     return [int(i) for i in ids if i != 0]
 
 
+def take_all(items: list) -> list:
+    """Empty ``items`` in place and return what it held: the GUI thread may append meanwhile, and
+    whoever takes a stroke (the run's token or the widget) is the only one to apply it."""
+    taken = []
+    while items:
+        taken.append(items.pop(0))
+    return taken
+
+
 def strokes_applier(strokes: list):
     """A ``CancelToken.before_save`` hook: applies the strokes in ``strokes`` (a list the widget
     keeps appending to while the run goes on) as one undo step; True if there were any."""
     def apply(session) -> bool:
-        parsed = [s for s in strokes if isinstance(s, dict) and s]
+        taken = take_all(strokes)
+        parsed = [s for s in taken if isinstance(s, dict) and s]
+        if len(parsed) < len(taken):
+            log.warning("RefSAM: %d paint stroke(s) without readable pixels were not applied", len(taken) - len(parsed))
         if not parsed:
             return False
         with session.edit_group("correction"):

@@ -24,7 +24,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from . import _jobs
-from ._corrections import apply_strokes, frame_diff, painted_frames, stroke_changes, strokes_applier
+from ._corrections import apply_strokes, frame_diff, painted_frames, stroke_changes, strokes_applier, take_all
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
@@ -251,11 +251,11 @@ class SessionView:
         """The session is about to be let go (parked, closed, the viewer closing): strokes not yet
         applied go into it now, and it is autosaved. A run holding the session has them in its
         token instead: applied once it stops, before its autosave."""
-        strokes, self._strokes = self._strokes, []
         session, token = self.session, self._token
+        if token is not None and (token.holds(session) or token.released):
+            return  # the run's token applies them (it shares self._strokes, and takes what it applies)
+        strokes = take_all(self._strokes)
         if not strokes or session is None or self.labels_layer is None:
-            return
-        if token is not None and token.holds(session):
             return
         try:
             strokes = self._readable(strokes)

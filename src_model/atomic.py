@@ -61,12 +61,16 @@ def check_replaceable_dir(path: Path, replaceable: Callable[[str], bool] | None)
     Replacing a folder deletes it whole; "--overwrite" must never take a video, its frames or
     unrelated files with it (e.g. ``-o .`` run in the folder that holds the input).
     """
+    if path.is_symlink():  # replacing would swap the link for a folder, and leave its target as it was
+        raise OutputExistsError(f"{path} is a symbolic link; give the folder it points to")
     if not path.exists():
         return
     if not path.is_dir():
         raise OutputExistsError(f"{path} is a file, not a folder; choose another output folder")
+    # Hidden files (.DS_Store, Thumbs-style caches) go with the folder; anything else stays.
     strangers = sorted(entry.name for entry in path.iterdir()
-                       if not (entry.is_file() and replaceable is not None and replaceable(entry.name)))
+                       if not (entry.is_file() and (entry.name.startswith(".")
+                                                    or (replaceable is not None and replaceable(entry.name)))))
     if strangers:
         shown = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
         raise OutputExistsError(f"{path} holds files this export did not write ({shown}); not replacing it: "

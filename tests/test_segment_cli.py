@@ -93,6 +93,12 @@ def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, ca
     err = capsys.readouterr().err
     assert "did not write (notes.txt)" in err and err.strip().count("\n") == 0
     assert video.read_bytes() == mp4.read_bytes() and (other / "notes.txt").read_text() == "mine"
+    # Reached through a symbolic link, the input is still recognised.
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    assert main(["segment", str(link / "clip.mp4"), "--text", "x", "-o", f"{folder}/", "--overwrite",
+                 *RANDOM_TINY]) == 2
+    assert "is or holds the input video" in capsys.readouterr().err and video.read_bytes() == mp4.read_bytes()
     # A folder holding only an earlier PNG export is replaced.
     masks = tmp_path / "masks"
     assert main(["segment", str(mp4), "--text", "x", "-o", f"{masks}/", *RANDOM_TINY]) == 0
@@ -104,7 +110,7 @@ def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, ca
 @pytest.mark.parametrize("extra, message", [
     (["-o", "OUT/missing/l.tif"], "does not exist"),
     (["-o", "VIDEO/l.tif"], "is not a folder"),
-    (["--dataset", "VIDEO"], "is or holds the input video"),
+    (["--dataset", "VIDEO"], "is a file, not a dataset folder"),
     (["--dataset", "FILE"], "is a file, not a dataset folder"),
     (["-o", "OUT/l.tif", "--image-size", "100000"], "between 32 and 1024"),
     (["-o", "OUT/l.tif", "--device", "mps"], "MPS"),

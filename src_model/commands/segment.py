@@ -45,11 +45,8 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
             raise ValueError("--text is empty; give an expression such as --text 'the red circle'")
     if args.output is None and args.dataset is None:
         raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
-    video = Path(os.path.abspath(args.video))
-    for flag, target in (("-o", args.output), ("--dataset", args.dataset)):
-        where = None if target is None else Path(os.path.abspath(target))
-        if where is not None and (where == video or where in video.parents):
-            raise ValueError(f"{flag} {target} is or holds the input video {args.video}; write somewhere else")
+    if args.output is not None:
+        _refuse_replacing_the_video(args.video, args.output, "-o")
     if args.output is not None:
         _check_output(args, format_for_path(args.output))  # before any work, not after the whole video
     if args.batch_size is not None and args.batch_size < 1:
@@ -63,13 +60,16 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
         boxes.append((frame, coords))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
-    if args.dataset is not None:
-        dataset = Path(os.path.abspath(args.dataset))
-        if dataset.exists() and not dataset.is_dir():
-            raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
-        if not dataset.parent.is_dir():
-            raise FileNotFoundError(f"--dataset {args.dataset}: folder {dataset.parent} does not exist")
+    if args.dataset is not None and Path(args.dataset).exists() and not Path(args.dataset).is_dir():
+        raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
     return boxes
+
+
+def _refuse_replacing_the_video(video, target, flag: str) -> None:
+    """An output that is, or would replace a folder holding, the input video (symlinks followed)."""
+    video, where = Path(os.path.realpath(video)), Path(os.path.realpath(target))
+    if where == video or where in video.parents:
+        raise ValueError(f"{flag} {target} is or holds the input video {video}; write somewhere else")
 
 
 def _check_output(args, kind: str) -> None:
@@ -115,6 +115,8 @@ def run(args) -> int:
             from ..data.ytvos import check_can_add
 
             check_can_add(args.dataset, name, args.overwrite)  # before the model runs, not after
+            for part in ("JPEGImages", "Annotations"):  # the two folders the dataset writer replaces
+                _refuse_replacing_the_video(args.video, Path(args.dataset) / part / name, "--dataset")
         try:
             model = _load_model(args)
             with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:

@@ -86,7 +86,9 @@ def test_removing_the_video_layer_cancels_saves_and_closes(make_napari_viewer, q
 
 
 @pytest.mark.parametrize("closing", ["viewer", "widget", "dock"])
-def test_closing_during_a_first_segment_saves_and_closes(make_napari_viewer, qtbot, video, tiny_model, closing):
+def test_closing_during_a_first_segment_saves_and_closes(make_napari_viewer, qtbot, video, tiny_model, closing,
+                                                         monkeypatch):
+    monkeypatch.setattr(RefSAMWidget, "close_wait_s", 120.0)  # a loaded CI machine may take long to stop
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, video, tiny_model)
     session, frames = start_first_segment(qtbot, widget)
