@@ -34,3 +34,9 @@ def set_aside(path: Path) -> Path:
     target = path.with_name(f"session-{stamp}.npz")
     os.replace(path, target)
     return target
+
+
+def save_session(session, path) -> Path:
+    """Write ``session`` to ``path`` (atomically, by the engine), making its folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return session.save(path)

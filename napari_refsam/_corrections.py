@@ -155,7 +155,12 @@ def strokes_applier(strokes: list):
             log.warning("RefSAM: %d paint stroke(s) without readable pixels were not applied", len(taken) - len(parsed))
         if not parsed:
             return False
-        with session.edit_group("correction"):
-            apply_strokes(session, parsed)
+        apply_as_one_step(session, parsed)
         return True
     return apply
+
+
+def apply_as_one_step(session, strokes: list[dict]):
+    """``apply_strokes`` as one undo step ("correction"); returns what it returns."""
+    with session.edit_group("correction"):
+        return apply_strokes(session, strokes)

@@ -15,10 +15,9 @@ stays a thin shell around VideoSession.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from ._autosave import save_session
 from ._corrections import apply_strokes
 from ._workers import propagate_frames
 
@@ -51,8 +50,7 @@ def autosave(session, path):
         return
     yield ("status", "Autosaving…")
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        session.save(path)
+        save_session(session, path)
     except Exception as exc:  # noqa: BLE001 - the work itself succeeded; only the backup failed
         yield ("warning", f"RefSAM autosave to {path} failed: {exc}")
     else:
@@ -142,8 +140,7 @@ def switch_model(session, model, path, video):
     from src_model.video.session import VideoSession
 
     yield ("status", "Moving the session to the new model…")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    session.save(path)
+    save_session(session, path)
     moved = VideoSession.load(model, path, video=video)
     yield ("session", moved)
     return moved

@@ -24,7 +24,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from . import _jobs
-from ._corrections import apply_strokes, frame_diff, painted_frames, stroke_changes, strokes_applier, take_all
+from ._corrections import apply_as_one_step, frame_diff, painted_frames, stroke_changes, strokes_applier, take_all
 from ._objects import keyframe_note
 from ._reader import EXPRESSIONS_KEY, NAME_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
@@ -260,12 +260,10 @@ class SessionView:
         try:
             strokes = self._readable(strokes)
             if strokes:
-                with session.edit_group("correction"):
-                    apply_strokes(session, strokes)
+                apply_as_one_step(session, strokes)
                 path = self.autosave_file()
                 if path is not None:
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                    session.save(path)
+                    save_session(session, path)
         except Exception as exc:  # noqa: BLE001
             show_warning(describe_error("applying the last paint stroke", exc))
 

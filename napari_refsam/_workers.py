@@ -19,10 +19,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
+
+from ._autosave import save_session
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ class CancelToken:
                 result.warning = f"RefSAM: the paint strokes made during the run could not be applied: {exc}"
         if sessions and save_to is not None and (changed or result.saved != str(save_to)):
             try:
-                Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-                sessions[-1].save(save_to)
+                save_session(sessions[-1], save_to)
                 result.saved = str(save_to)
             except Exception as exc:  # noqa: BLE001 - reported; the session is closed regardless
                 log.warning("RefSAM: autosave to %s failed", save_to, exc_info=exc)
