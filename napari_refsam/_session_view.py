@@ -206,7 +206,7 @@ class SessionView:
     def _apply_pending_paint(self) -> None:
         if self._worker is None and (self._pending_paint or self._strokes):
             frames, self._pending_paint = self._pending_paint, set()
-            strokes, self._strokes = self._strokes, []
+            strokes = take_all(self._strokes)
             if not self.apply_corrections(strokes) and self.session is not None and self.labels_layer is not None:
                 self._sync(sorted(frames))  # nothing to correct: the layer shows the session again
 

@@ -47,7 +47,6 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
         raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
     if args.output is not None:
         _refuse_replacing_the_video(args.video, args.output, "-o")
-    if args.output is not None:
         _check_output(args, format_for_path(args.output))  # before any work, not after the whole video
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

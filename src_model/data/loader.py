@@ -127,8 +127,9 @@ class RefClipDataset(Dataset):
         # annotation PNG, cannot be trained on: their masks would all be empty.
         self.unannotated = sorted(name for name, video in self.videos.items()
                                   if not any(path is not None for path in video.annotation_paths))
+        skip = set(self.unannotated)
         self.items = [(name, exp_id, text, obj) for name, video in self.videos.items()
-                      if name not in self.unannotated
+                      if name not in skip
                       for exp_id, text, obj in video.expressions if obj is not None]
 
     def set_epoch(self, epoch: int) -> None:
