@@ -317,3 +317,66 @@ def test_cli_keeps_earlier_runs_and_refuses_bad_or_diverging_learning_rates(tmp_
     if (diverge / "refsam.safetensors").exists():  # what was saved before the divergence is finite
         _, state = read_refsam_file(diverge / "refsam.safetensors")
         assert all(bool(torch.isfinite(v).all()) for v in state.values())
+
+
+def test_worker_processes_build_the_same_batches_across_epochs():
+    from torch.utils.data import DistributedSampler
+
+    from src_model.data.synthetic_stream import SyntheticClipDataset
+    from src_model.train import _batches, micro_batches
+
+    dataset = SyntheticClipDataset(length=5, num_frames=2, clip_frames=4, size=48, seed=2, objects_per_clip=2)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=2, drop_last=True)
+    # 2 items per step, 4 per epoch: 4 steps of 2 micro-batches cross two epoch boundaries, and
+    # an epoch shows other objects/frames of the same clips, so a worker on the wrong epoch differs.
+    def take(workers):
+        stream = micro_batches(dataset, _batches(sampler, 2, 2), batch_size=1, accum=2, workers=workers)
+        return [next(stream) for _ in range(8)]
+
+    inline, pooled = take(0), take(2)
+    assert len({b["video"][0] for b in inline}) > 1
+    for a, b in zip(inline, pooled):
+        assert a["video"] == b["video"] and a["text"] == b["text"] and a["frame_indices"] == b["frame_indices"]
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["masks"], b["masks"])
+    epoch0 = SyntheticClipDataset(length=5, num_frames=2, clip_frames=4, size=48, seed=2, objects_per_clip=2)
+    epoch1 = SyntheticClipDataset(length=5, num_frames=2, clip_frames=4, size=48, seed=2, objects_per_clip=2)
+    epoch1.set_epoch(1)
+    differ = [i for i in range(5) if epoch0[i]["text"] != epoch1[i]["text"] or epoch0[i]["frame_indices"] != epoch1[i]["frame_indices"]]
+    assert differ, "epochs must differ for this test to catch a worker on the wrong epoch"
+
+
+def test_training_with_data_workers_matches_training_without(tmp_path, text_encoder):
+    runs = [train(_options(tmp_path / f"w{w}", steps=3, from_scratch=True, image_size=64, workers=w))["model"]
+            for w in (0, 2)]
+    a, b = (m.state_dict() for m in runs)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_each_perturbed_mask_is_a_shifted_grown_or_shrunk_copy_or_empty():
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    masks = torch.rand(40, 12, 14) > 0.6
+    out = perturb_masks(masks, torch.Generator().manual_seed(5), strength=2)
+
+    def variants(m):
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                s = torch.roll(m.float(), (dy, dx), dims=(0, 1))
+                yield s > 0.5
+                for r in (1, 2):
+                    yield F.max_pool2d(s[None, None], 2 * r + 1, 1, r)[0, 0] > 0.5
+                    yield -F.max_pool2d(-s[None, None], 2 * r + 1, 1, r)[0, 0] > 0.5
+
+    kinds = set()
+    for m, o in zip(masks, out):
+        if not o.any():
+            kinds.add("empty")
+            continue
+        matches = [i for i, v in enumerate(variants(m)) if torch.equal(v, o)]
+        assert matches, "an output row is no shift/erosion/dilation of its own input"
+        kinds.add(matches[0] % 5)
+    assert len(kinds) >= 4  # shifts alone, both radii, both directions and drops all occur
+    again = perturb_masks(masks, torch.Generator().manual_seed(5), strength=2)
+    assert torch.equal(out, again)
