@@ -118,3 +118,37 @@ def test_bad_indices(tiny_model, video):
     with pytest.raises(TypeError):
         cache.get(1.5)
     assert cache.frames_encoded == 0
+
+
+def test_frames_resized_on_the_reader_thread_encode_bit_identically(tiny_model, video, reference):
+    # The cache hands the encoder frames its reader thread already resized; preprocess must treat
+    # them exactly as the raw frames, so a batch equals encode_frames on the raw batch bit for bit.
+    resized = tiny_model.resize_for_encoder(video[0])
+    assert resized.shape[:2] == tiny_model.resized_size(H, W) != (H, W)
+    assert np.array_equal(tiny_model.resize_for_encoder(resized), resized)
+    with torch.inference_mode():
+        direct = tiny_model.encode_frames(video[:4])
+    for i in range(4):
+        assert np.array_equal(reference[i][0][0], direct.embedding[i].half().float().numpy())
+        assert np.array_equal(reference[i][1][0], direct.hier[i].half().float().numpy())
+
+
+def test_reader_thread_transform_runs_in_order_and_fails_at_its_frame():
+    from src_model.video.source import open_video
+
+    frames = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
+    for prefetch in (0, 2):
+        src = open_video(frames, prefetch=prefetch)
+        got = list(src.iter_frames([3, 1], transform=lambda f: f[:2]))
+        assert [i for i, _ in got] == [3, 1] and all(np.array_equal(f, frames[i][:2]) for i, f in got)
+
+        def broken(frame):
+            if frame[0, 0, 0] == frames[2][0, 0, 0]:
+                raise ValueError("cannot resize frame 2")
+            return frame
+
+        seen = []
+        with pytest.raises(ValueError, match="frame 2"):
+            for i, _ in src.iter_frames(transform=broken):
+                seen.append(i)
+        assert seen == [0, 1]

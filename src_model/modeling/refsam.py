@@ -192,8 +192,6 @@ class RefSAM(nn.Module):
 
         Resizing is PIL bilinear on uint8, exactly as SamPredictor does it.
         """
-        from PIL import Image
-
         frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -207,13 +205,26 @@ class RefSAM(nn.Module):
             )
             return images, (new_h, new_w), (height, width)
         if (new_h, new_w) != (height, width):
-            frames = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.BILINEAR)) for f in frames])
+            frames = np.stack([self.resize_for_encoder(f) for f in frames])
         # uint8 crosses the bus (4x less than float); pinned + non-blocking on CUDA (accel.to_device).
         images = accel.to_device(frames, self.device).permute(0, 3, 1, 2).float()
         images = (images - self.sam.pixel_mean) / self.sam.pixel_std
         size = self.config.sam.image_size
         images = F.pad(images, (0, size - new_w, 0, size - new_h))
         return images, (new_h, new_w), (height, width)
+
+    def resize_for_encoder(self, frame: np.ndarray) -> np.ndarray:
+        """One uint8 (H, W, 3) frame resized as ``preprocess`` resizes it (PIL bilinear, longest side
+        to the encoder size). ``preprocess`` leaves a frame of that size as it is, so a video
+        reader's thread can do this ahead of the encoder (FeatureCache does). Unchanged when the
+        resize runs on the device (``device_preprocess``) or is not needed.
+        """
+        from PIL import Image
+
+        new_h, new_w = self.resized_size(*frame.shape[:2])
+        if self.device_preprocess or (new_h, new_w) == frame.shape[:2]:
+            return frame
+        return np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
 
     def _run_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self.adapters(self.sam.image_encoder, images)

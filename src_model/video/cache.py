@@ -146,7 +146,8 @@ class FeatureCache:
         """
         order = [self._check(i) for i in order]
         todo = list(dict.fromkeys(self.missing(order)))
-        frames = self.source.iter_frames(todo) if todo else iter(())
+        # The reader's thread also resizes each frame for the encoder (bit-identical to preprocess).
+        frames = self.source.iter_frames(todo, transform=self.model.resize_for_encoder) if todo else iter(())
         pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         unreadable = None  # the read error of frame todo[0], raised when that frame is needed
         try:
