@@ -230,11 +230,29 @@ class _EpochItems:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
+    def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         if hasattr(self.dataset, "set_epoch") and getattr(self.dataset, "epoch", None) != epoch:
             self.dataset.set_epoch(epoch)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except Exception as exc:  # e.g. an unreadable annotation: raised as itself by micro_batches
+            return _ItemError(exc)
+
+
+class _ItemError:
+    """An item's exception carried out of a worker process as a value: DataLoader would re-raise it
+    with the worker's whole traceback folded into the message, which the CLI prints as one line."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+def _collate_items(items: list):
+    from .data.loader import collate
+
+    failed = next((item for item in items if isinstance(item, _ItemError)), None)
+    return failed if failed is not None else collate(items)
 
 
 def micro_batches(dataset, steps, batch_size: int, accum: int, workers: int = 0, pin_memory: bool = False):
@@ -246,17 +264,18 @@ def micro_batches(dataset, steps, batch_size: int, accum: int, workers: int = 0,
     """
     from torch.utils.data import DataLoader
 
-    from .data.loader import collate
-
     items = _EpochItems(dataset)
     keys = ([(epoch, i) for i in indices[k * batch_size:(k + 1) * batch_size]]
             for epoch, indices in steps for k in range(accum))
     if workers <= 0:
-        for batch_keys in keys:
-            yield collate([items[key] for key in batch_keys])
-        return
-    yield from DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=collate,
-                          pin_memory=pin_memory, prefetch_factor=4, persistent_workers=False)
+        batches = (_collate_items([items[key] for key in batch_keys]) for batch_keys in keys)
+    else:
+        batches = DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=_collate_items,
+                             pin_memory=pin_memory, prefetch_factor=4, persistent_workers=False)
+    for batch in batches:
+        if isinstance(batch, _ItemError):
+            raise batch.exc
+        yield batch
 
 
 def train(opts: TrainOptions, model=None) -> dict:

@@ -380,3 +380,19 @@ def test_each_perturbed_mask_is_a_shifted_grown_or_shrunk_copy_or_empty():
     assert len(kinds) >= 4  # shifts alone, both radii, both directions and drops all occur
     again = perturb_masks(masks, torch.Generator().manual_seed(5), strength=2)
     assert torch.equal(out, again)
+
+
+def test_an_unreadable_annotation_is_one_line_with_or_without_workers(tmp_path, capsys):
+    from src_model.cli import main
+    from src_model.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", 2, seed=5, split="train", num_frames=4, size=(64, 64))
+    for png in (tmp_path / "data" / "train" / "Annotations").rglob("*.png"):
+        png.write_bytes(b"not a png")
+    for workers in ("0", "2"):
+        rc = main(["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1", "--batch-size", "1",
+                   "--num-frames", "2", "--device", "cpu", "--no-progress", "--from-scratch", "--image-size", "64",
+                   "--workers", workers, "--out", str(tmp_path / f"run{workers}")])
+        err = capsys.readouterr().err.strip()
+        assert rc != 0 and "cannot read annotation" in err and ".png" in err
+        assert "Traceback" not in err and "DataLoader worker" not in err and len(err.splitlines()) == 1, err
