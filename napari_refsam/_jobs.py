@@ -15,9 +15,11 @@ stays a thin shell around VideoSession.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from ._autosave import save_session
+from ._autosave import save_session, set_aside
 from ._corrections import apply_strokes
 from ._workers import propagate_frames
 
@@ -125,11 +127,23 @@ def repropagate(session, frame: int, token, direction: str, save_to=None):
 
 
 def restore(model, path, video):
-    """``VideoSession.load`` of an autosave, on the video the widget shows."""
+    """``VideoSession.load`` of an autosave, on the video the widget shows. An autosave that does
+    not load (e.g. the video file changed since) is set aside, so the next autosave of a fresh
+    session on this video does not replace it."""
     from src_model.video.session import VideoSession
 
     yield ("status", f"Restoring session from {path}…")
-    session = VideoSession.load(model, path, video=video)
+    try:
+        session = VideoSession.load(model, path, video=video)
+    except Exception:
+        try:
+            kept = set_aside(Path(path))
+        except OSError as exc:
+            yield ("warning", f"RefSAM: the saved session {path} could not be set aside ({exc}); "
+                              "the next autosave will replace it")
+        else:
+            yield ("warning", f"RefSAM: the saved session was not restored; it was kept as {kept}")
+        raise
     yield ("session", session)
     return session
 

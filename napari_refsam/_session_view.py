@@ -280,9 +280,11 @@ class SessionView:
             return
         video = self.video_layer
         placement = {}
-        if video is not None and video.ndim == len(shape):  # overlay the video exactly
-            placement = {"scale": video.scale, "translate": video.translate}
-            if getattr(video, "axis_labels", None) is not None:
+        if video is not None and video.ndim in (len(shape), len(shape) - 1):  # overlay the video exactly
+            pad = len(shape) - video.ndim  # 1: a single image, shown as a one-frame labels stack
+            placement = {"scale": (1.0,) * pad + tuple(video.scale),
+                         "translate": (0.0,) * pad + tuple(video.translate)}
+            if not pad and getattr(video, "axis_labels", None) is not None:
                 placement["axis_labels"] = video.axis_labels
         added = self.viewer.add_labels(layer_array(shape, np.uint16), name=LABELS_NAME, **placement)
         # The layer list's own object, not the plugin proxy add_labels returns: removal events carry

@@ -226,20 +226,24 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             kept = set_aside(path)
             show_info(f"RefSAM: the earlier session was kept as {kept}")
             return
-        self.layer_combo.setCurrentIndex(self.layer_combo.findData(layer))
-        self.restore_session(path)
+        self.restore_session(path, layer)
 
-    def restore_session(self, path) -> bool:
-        """Restore an autosaved session onto the selected video (after the model is loaded)."""
-        layer = self.selected_layer()
-        if layer is None:
+    def restore_session(self, path, layer=None) -> bool:
+        """Restore an autosaved session onto ``layer`` (default: the selected video), once a model
+        is loaded: the restore waits for it, and stays with that layer if another is picked meanwhile."""
+        layer = self.selected_layer() if layer is None else layer
+        if layer is None or layer not in self.viewer.layers:
+            self._pending_restore = None
             show_warning("RefSAM: open the video of this session first.")
             return False
         if self.model is None:
-            self._pending_restore = path
+            self._pending_restore = (path, layer)
             self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
             return False
         self._pending_restore = None
+        self.layer_combo.blockSignals(True)  # the session is switched below, not by the combo's signal
+        self.layer_combo.setCurrentIndex(self.layer_combo.findData(layer))
+        self.layer_combo.blockSignals(False)
         if self.session is not None and layer is not self.video_layer:
             self._detach_session()
         self._use_video(layer)
@@ -248,19 +252,26 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
 
     # ------------------------------------------------------------------------------- model
     def set_model(self, model) -> None:
-        """Use an already built model (scripts, tests); an open session moves over to it."""
-        self.model = model
-        device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
-        self.status.setText(f"Model ready: {model.config.preset} on {device}.")
+        """Use an already built model (scripts, tests); an open session moves over to it. The widget
+        takes the model only once the session has moved: if it cannot (say, a prompts-only SAM model
+        for a session with expressions), session and widget both keep the model they had."""
         if self.session is not None and self.session.model is not model:
             session, video = self.session, self._video_of(self.video_layer)
             path = self.autosave_file() or Path(tempfile.mkdtemp(prefix="refsam-")) / SESSION_FILE
             self._start("moving the session to the new model",
-                        lambda token: _jobs.switch_model(session, model, path, video))
-        elif self._pending_restore is not None:
-            self.restore_session(self._pending_restore)
+                        lambda token: _jobs.switch_model(session, model, path, video),
+                        on_done=lambda result: self._take_model(model))
+            return
+        self._take_model(model)
+        if self._pending_restore is not None:
+            self.restore_session(*self._pending_restore)
         elif self.session is None:
             self._offer_restore(self.selected_layer())
+
+    def _take_model(self, model) -> None:
+        self.model = model
+        device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
+        self.status.setText(f"Model ready: {model.config.preset} on {device}.")
 
     def load_model(self) -> bool:
         try:

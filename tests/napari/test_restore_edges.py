@@ -1,0 +1,95 @@
+"""Restores and model switches that cannot go as asked, and a single image with a placement: the
+widget must neither put a session on the wrong video, nor lose one, nor claim a model it does not use."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._widget import RefSAMWidget
+from refsam_napari_helpers import TEXT, open_with_widget, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def segmented_autosave(make_napari_viewer, qtbot, video, model):
+    """Segment ``video`` once in a viewer that is then closed: its autosave is left next to it."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, video, model)
+    segment(qtbot, widget)
+    saved = np.array(widget.labels_layer.data)
+    viewer.close()
+    return saved
+
+
+def test_a_restore_waiting_for_the_model_goes_to_its_own_video(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                               monkeypatch):
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    other = write_video(mp4.parent / "other.mp4", generate_clip(9, num_frames=len(saved), size=saved.shape[1:]).frames,
+                        fps=10)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4)  # no model yet: the restore waits for one
+    qtbot.wait(50)
+    assert "restored once a model is loaded" in widget.status.text()
+    viewer.open(str(other), plugin="napari-refsam")  # a second video, same shape; it is selected now
+    assert widget.selected_layer().name == "other"
+    widget.set_model(tiny_model)
+    wait_idle(qtbot, widget)
+    assert widget.video_layer.name == "clip" and widget.selected_layer().name == "clip"
+    assert np.array_equal(widget.labels_layer.data, saved)
+    assert not (mp4.parent / "other.mp4.refsam").exists()  # nothing of clip's saved as other's session
+
+
+def test_an_autosave_that_no_longer_fits_the_video_is_kept_not_overwritten(make_napari_viewer, qtbot, mp4, clip,
+                                                                          tiny_model, notes, monkeypatch):
+    from src_model import VideoSession
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    write_video(mp4, generate_clip(3, num_frames=len(saved) - 4, size=saved.shape[1:]).frames, fps=10)  # re-cut
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    qtbot.waitUntil(lambda: "was saved for a video of shape" in notes.messages(), timeout=30_000)
+    wait_idle(qtbot, widget)
+    assert widget.session is None
+    segment(qtbot, widget, "the blue square")  # a fresh session on the new video, autosaved
+    folder = mp4.parent / "clip.mp4.refsam"
+    kept = list(folder.glob("session-*.npz"))
+    assert len(kept) == 1 and str(kept[0]) in notes.messages()
+    old = VideoSession.load(tiny_model, kept[0], video=np.asarray(clip.frames))  # the earlier work, whole
+    try:
+        assert np.array_equal(old.labels, saved) and old.objects[1]["text"] == TEXT
+    finally:
+        old.close()
+
+
+def test_a_model_the_session_cannot_move_to_is_not_taken(make_napari_viewer, qtbot, mp4, tiny_model, notes):
+    import torch
+
+    from src_model.weights import load_refsam
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    torch.manual_seed(1)
+    prompts_only = load_refsam(None, preset="tiny", text_encoder=False, device="cpu")
+    widget.set_model(prompts_only)  # the session has an expression: it cannot move to this model
+    wait_idle(qtbot, widget)
+    assert "no text encoder" in notes.messages()
+    assert widget.session.model is tiny_model and widget.model is tiny_model  # one model, the one used
+
+
+def test_a_single_image_with_scale_and_translate_is_overlaid(make_napari_viewer, qtbot, clip, tiny_model):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.asarray(clip.frames[0]), name="image", scale=(0.5, 0.25), translate=(100, 200))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    segment(qtbot, widget)
+    labels = widget.labels_layer
+    assert labels.data.shape == (1, *image.data.shape[:2])
+    assert np.allclose(labels.extent.world[:, 1:], image.extent.world)  # over the image, not beside it
