@@ -57,11 +57,27 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
         except ValueError:
             raise ValueError(f"--box takes FRAME X0 Y0 X1 Y1 as numbers, got {' '.join(box)}") from None
         boxes.append((frame, coords))
+    _check_png_ids(args, len(args.text) + len(boxes))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
     if args.dataset is not None and Path(args.dataset).exists() and not Path(args.dataset).is_dir():
         raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
     return boxes
+
+
+def _check_png_ids(args, objects: int) -> None:
+    """Object i gets label i: palette PNG outputs (-o folder/, --dataset) hold 255 objects at most."""
+    from ..export import format_for_path
+    from ..export.png import MAX_PNG_ID
+
+    if objects <= MAX_PNG_ID:
+        return
+    if args.output is not None and format_for_path(args.output) == "png":
+        raise ValueError(f"{objects} objects do not fit palette PNGs (-o {args.output}: ids up to {MAX_PNG_ID}); "
+                         "export to .tif or .json instead")
+    if args.dataset is not None:
+        raise ValueError(f"{objects} objects do not fit a --dataset (palette PNG annotations: ids up to "
+                         f"{MAX_PNG_ID}); segment at most {MAX_PNG_ID} objects per video there")
 
 
 def _refuse_replacing_the_video(video, target, flag: str) -> None:

@@ -78,7 +78,9 @@ def write_tiff(
     with naming_path(path), atomic_path(path, overwrite=overwrite) as tmp:
         if dtype == np.uint16:
             ij_meta = {
-                "axes": "TYX",
+                # An explicit length-1 sample axis: otherwise tifffile takes a width of 1 for one
+                # sample per pixel and writes a single, misread page (same bytes for other widths).
+                "axes": "TYXS",
                 "Properties": {META_KEY: meta_text},
                 "Info": _info_text(meta).encode("ascii", "backslashreplace").decode("ascii"),
                 # Display range covering every id, so Fiji does not show the labels as near-black.
@@ -89,12 +91,14 @@ def write_tiff(
                 ij_meta.update(fps=float(fps), finterval=1.0 / float(fps))
             # ImageJ has no uint32: larger ids get a plain TIFF (BigTIFF past 4 GiB).
             format_options = {"imagej": True, "metadata": ij_meta}
+            stored_shape = (*shape, 1)
         else:
             format_options = {"bigtiff": nbytes > _CLASSIC_LIMIT, "metadata": {"axes": "TYX", META_KEY: meta}}
+            stored_shape = shape
         tifffile.imwrite(
             tmp,
             frames_as(labels, dtype),
-            shape=shape,
+            shape=stored_shape,
             dtype=dtype,
             # Explicit: tifffile would take a 3- or 4-frame video for one RGB(A) image.
             photometric="minisblack",

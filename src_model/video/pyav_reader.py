@@ -20,6 +20,7 @@ class PyAVReader:
     after the current position decodes forward; a backward jump, or a jump past a later keyframe,
     seeks to the keyframe at or before the target and decodes forward to the target's pts.
     A packet the decoder rejects is skipped, so one corrupt frame does not hide the ones after it.
+    A display rotation (phone videos) is applied: frames come out upright, as players show them.
     """
 
     def __init__(self, path: Path):
@@ -71,7 +72,11 @@ class PyAVReader:
             warnings.warn(f"video '{self.path}' looks truncated or damaged: only {len(stamps)} frames{declared} "
                           "could be read", stacklevel=2)
         self.num_frames = len(stamps)
-        self.frame_shape = (self.height, self.width, 3)
+        # Phones store portrait video sideways with a display rotation: hand out frames the way
+        # players show them, so expressions like "the person on the left" mean what they say.
+        self._turns = self._probe_rotation()
+        upright = (self.width, self.height) if self._turns % 2 else (self.height, self.width)
+        self.frame_shape = (*upright, 3)
         self.fps = float(rate) if rate else None
         self.dtype = np.dtype(np.uint8)
         # Exact mode needs a unique pts per frame; otherwise frames are counted from the start.
@@ -83,6 +88,16 @@ class PyAVReader:
         self._frames = None  # decoded-frame iterator, positioned at self._next
         self._next = None    # index of the next frame the iterator yields (None: unknown)
         self._matched = False  # a decoded frame's pts has matched a packet's pts
+
+    def _probe_rotation(self) -> int:
+        """Counter-clockwise quarter turns (np.rot90's k) that make the first frame upright."""
+        try:
+            self._container.seek(0)
+            for frame in self._decode():
+                return round(getattr(frame, "rotation", 0) / 90) % 4  # PyAV: degrees, display matrix
+        except self._av.error.FFmpegError:
+            pass
+        return 0
 
     # -- decoding
     def _decode(self):
@@ -179,7 +194,8 @@ class PyAVReader:
 
     def _to_rgb(self, frame) -> np.ndarray:
         # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
-        return frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+        rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+        return np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
 
     def close(self) -> None:
         self._frames = None

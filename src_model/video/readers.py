@@ -27,6 +27,7 @@ GIF_EXTENSIONS = (".gif",)
 TIFF_EXTENSIONS = (".tif", ".tiff")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # frames inside a folder
 SINGLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")              # one file = a 1-frame video
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, both byte orders
 
 
 def natural_key(name: str) -> list:
@@ -139,6 +140,11 @@ class TiffReader:
             raise VideoReadError(f"TIFF '{self.path}' has no frames (no image series)")
         series = self._tif.series[0]
         axes, shape = series.axes.upper(), tuple(series.shape)
+        if len(self._tif.series) > 1:  # e.g. pages of another size: they are not frames of this video
+            import warnings
+
+            warnings.warn(f"TIFF '{self.path}' holds {len(self._tif.series)} image series; only the first "
+                          f"(axes {axes}, shape {shape}) is read", stacklevel=2)
         if "Y" not in axes or "X" not in axes:
             raise VideoReadError(f"TIFF '{self.path}': axes {axes!r} have no Y and X")
         channel = "S" if "S" in axes else ("C" if "C" in axes else None)
@@ -346,6 +352,10 @@ def reader_for_path(path: Path):
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise VideoReadError(f"'{path}' is empty (0 bytes): it has no frames")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic in _TIFF_MAGIC:  # a TIFF by content (a misnamed stack would reach FFmpeg as one image)
+        return TiffReader(path)
     if suffix in VIDEO_EXTENSIONS:
         return PyAVReader(path)
     if suffix in GIF_EXTENSIONS:
