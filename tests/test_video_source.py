@@ -462,6 +462,8 @@ def test_bad_arguments(tmp_path):
         open_video(np.zeros((0, 4, 4), np.uint8))
     with pytest.raises(VideoReadError, match="1, 3 or 4 channels.*2 channels"):
         open_video(np.zeros((3, 4, 4, 2), np.uint8))
+    with pytest.raises(VideoReadError, match=r"looks channels-first \(T, C, H, W\).*np.moveaxis"):
+        open_video(np.zeros((3, 3, 40, 96), np.uint8))
     with pytest.raises(VideoReadError, match=r"\(T, H, W\)"):
         open_video(np.zeros((4, 4), np.uint8))
     (tmp_path / "clip.xyz").write_bytes(b"data")

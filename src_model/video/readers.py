@@ -53,9 +53,10 @@ class ArrayReader:
         if len(shape) not in (3, 4):
             raise VideoReadError(f"{name}: expected shape (T, H, W) or (T, H, W, C), got {shape}")
         if len(shape) == 4 and shape[3] not in (1, 3, 4):
-            raise VideoReadError(
-                f"{name}: expected 1, 3 or 4 channels last in (T, H, W, C), got shape {shape} "
-                f"({shape[3]} channels)")
+            # A (T, 3, H, W) array would otherwise be reported as having W channels.
+            hint = ("; it looks channels-first (T, C, H, W): pass np.moveaxis(array, 1, -1)"
+                    if shape[1] in (1, 3, 4) and shape[3] > 4 else f" ({shape[3]} channels)")
+            raise VideoReadError(f"{name}: expected 1, 3 or 4 channels last in (T, H, W, C), got shape {shape}{hint}")
         if not (dtype.kind in "buif"):
             raise VideoReadError(f"{name}: expected a numeric or bool dtype, got {dtype}")
         self._array = array
