@@ -172,3 +172,16 @@ def test_dataset_problems_are_found_before_any_work_and_name_renames(mp4, tmp_pa
     with tifffile.TiffFile(out) as tif:  # the video's name and frame rate travel with the labels
         meta = tif.imagej_metadata
     assert "video: take2" in meta["Info"] and meta["finterval"] == pytest.approx(1 / 5)
+
+
+def test_a_run_logged_to_a_file_reports_progress_in_plain_lines(mp4, tmp_path):
+    # stderr is a file here, not a terminal: tqdm would stay silent; the log gets plain lines.
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        rc = subprocess.run([sys.executable, "-m", "src_model.cli", "segment", str(mp4), "--text", "a square",
+                             "-o", str(tmp_path / "l.tif"), *RANDOM_TINY[:-1]],
+                            stderr=handle, stdout=subprocess.DEVNULL, timeout=300).returncode
+    assert rc == 0
+    lines = [line for line in log.read_text().splitlines() if line.startswith("segment clip:")]
+    assert lines and lines[-1].startswith(f"segment clip: {T}/{T} frames (100%)"), log.read_text()
+    assert "\r" not in log.read_text()

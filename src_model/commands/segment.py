@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 HELP = "segment the objects described by --text (or --box) through a video and export the labels"
@@ -111,13 +110,13 @@ def _load_model(args):
 
 def run(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from ..errors import RefSAMError, VideoReadError
     from ..export import write_labels
     from ..video.objects import check_box, check_frame
     from ..video.session import VideoSession
     from ..video.source import open_video
+    from .progress import progress
 
     boxes = _check_arguments(args)
     written = []
@@ -140,8 +139,7 @@ def run(args) -> int:
                 for frame, box in boxes:
                     session.add_object(frame=frame, box=box)
                 expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
-                with tqdm(total=session.planned_frames(), unit="frame", file=sys.stderr, disable=args.quiet or None,
-                          desc=f"segment {source.name}") as bar:
+                with progress(session.planned_frames(), f"segment {source.name}", quiet=args.quiet) as bar:
                     done = 0
                     try:
                         for _ in session.propagate():
