@@ -31,7 +31,10 @@ def existing_autosave(path: Path | None) -> Path | None:
 def set_aside(path: Path) -> Path:
     """Keep a declined autosave under a dated name, so the next autosave does not replace it."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
-    target = path.with_name(f"session-{stamp}.npz")
+    target, n = path.with_name(f"session-{stamp}.npz"), 1
+    while target.exists():  # two set aside within one second: keep both
+        n += 1
+        target = path.with_name(f"session-{stamp}-{n}.npz")
     os.replace(path, target)
     return target
 

@@ -126,16 +126,22 @@ def repropagate(session, frame: int, token, direction: str, save_to=None):
         yield from autosave(session, save_to)
 
 
-def restore(model, path, video):
-    """``VideoSession.load`` of an autosave, on the video the widget shows. An autosave that does
-    not load (e.g. the video file changed since) is set aside, so the next autosave of a fresh
-    session on this video does not replace it."""
+def restore(model, path, video, autosave: bool = False):
+    """``VideoSession.load`` of a saved session, on the video the widget shows.
+
+    autosave: ``path`` is this video's autosave. If it does not fit the video (changed since) or
+    cannot be read, it is set aside, so the next autosave of a fresh session does not replace it.
+    Other failures (the model, memory) and files the user picked leave the file where it is.
+    """
+    from src_model.errors import CacheMismatchError, DatasetFormatError, VideoReadError
     from src_model.video.session import VideoSession
 
     yield ("status", f"Restoring session from {path}…")
     try:
         session = VideoSession.load(model, path, video=video)
-    except Exception:
+    except (VideoReadError, DatasetFormatError, CacheMismatchError):
+        if not autosave:
+            raise
         try:
             kept = set_aside(Path(path))
         except OSError as exc:

@@ -104,8 +104,9 @@ class SessionView:
             show_warning("RefSAM is busy; wait for the current run or press Cancel.")
         return self._worker is not None
 
-    def _start(self, action: str, make_body, on_done=None, uses_video: bool = True) -> bool:
-        """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker.
+    def _start(self, action: str, make_body, on_done=None, uses_video: bool = True, on_error=None) -> bool:
+        """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker; ``on_done(result)``
+        after it succeeds, ``on_error(result)`` after the error is shown.
 
         uses_video: the job works on the session of ``video_layer`` (or makes it); removing that
         layer releases the job (``_lifetime``). False for jobs that leave the session alone.
@@ -126,7 +127,7 @@ class SessionView:
         self.progress.setValue(0)
         worker = run_job(make_body(token), result, token)
         worker.yielded.connect(self._on_yield)
-        worker.finished.connect(lambda: self._finish_if_alive(action, result, on_done))
+        worker.finished.connect(lambda: self._finish_if_alive(action, result, on_done, on_error))
         self._worker = worker
         self._set_busy(True)
         self.status.setText(f"{action[0].upper()}{action[1:]}…")
@@ -144,19 +145,21 @@ class SessionView:
             self._adopt_session(item[1])
             self._token.session = item[1]
             self._live.layer = self.labels_layer
+            if item[1].model is not self.model:  # a session moved to another model: the widget's now
+                self._take_model(item[1].model)
         elif kind == "status":
             self.status.setText(item[1])
         elif kind == "warning":
             show_warning(item[1])
 
-    def _finish_if_alive(self, action: str, result: JobResult, on_done) -> None:
+    def _finish_if_alive(self, action: str, result: JobResult, on_done, on_error=None) -> None:
         try:
-            self._finish(action, result, on_done)
+            self._finish(action, result, on_done, on_error)
         except RuntimeError as exc:  # the viewer (and this widget) closed while the job ran
             if "has been deleted" not in str(exc):
                 raise
 
-    def _finish(self, action: str, result: JobResult, on_done) -> None:
+    def _finish(self, action: str, result: JobResult, on_done, on_error=None) -> None:
         self._worker = self._token = self._result = None
         self._live.flush()
         self._live.close()
@@ -173,6 +176,8 @@ class SessionView:
             show_warning(result.warning)
         if result.error is not None:
             show_error(describe_error(action, result.error))
+            if on_error is not None:
+                on_error(result)
         elif on_done is not None and not result.cancelled:
             on_done(result)  # after the generic status, so its own message (and next job) win
         self._set_busy(self._worker is not None)  # on_done may have started the next job

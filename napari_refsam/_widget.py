@@ -233,10 +233,12 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         is loaded: the restore waits for it, and stays with that layer if another is picked meanwhile."""
         layer = self.selected_layer() if layer is None else layer
         if layer is None or layer not in self.viewer.layers:
-            self._pending_restore = None
+            self._drop_pending_restore()
             show_warning("RefSAM: open the video of this session first.")
             return False
         if self.model is None:
+            if self._pending_restore is not None and self._pending_restore[0] != path:
+                self._drop_pending_restore()
             self._pending_restore = (path, layer)
             self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
             return False
@@ -248,19 +250,30 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             self._detach_session()
         self._use_video(layer)
         model, video = self.model, self._video_of(layer)
-        return self._start("restoring the session", lambda token: _jobs.restore(model, path, video))
+        own = self.autosave_file(layer)
+        autosave = own is not None and Path(path).resolve() == Path(own).resolve()
+        # A restore that fails and leaves the file in place (a model problem, say) is offered again.
+        return self._start("restoring the session", lambda token: _jobs.restore(model, path, video, autosave),
+                           on_error=lambda result: self._offered.discard(path))
+
+    def _drop_pending_restore(self) -> None:
+        """Forget a restore that waits for a model; its autosave is offered again when its video is
+        picked (else the next autosave there would replace it unasked)."""
+        if self._pending_restore is not None:
+            self._offered.discard(self._pending_restore[0])
+            self._pending_restore = None
 
     # ------------------------------------------------------------------------------- model
     def set_model(self, model) -> None:
         """Use an already built model (scripts, tests); an open session moves over to it. The widget
-        takes the model only once the session has moved: if it cannot (say, a prompts-only SAM model
-        for a session with expressions), session and widget both keep the model they had."""
+        takes the model when the moved session arrives (``_on_yield``), even if Cancel was pressed
+        meanwhile: if the move fails (say, a prompts-only SAM model for a session with
+        expressions), session and widget both keep the model they had."""
         if self.session is not None and self.session.model is not model:
             session, video = self.session, self._video_of(self.video_layer)
             path = self.autosave_file() or Path(tempfile.mkdtemp(prefix="refsam-")) / SESSION_FILE
             self._start("moving the session to the new model",
-                        lambda token: _jobs.switch_model(session, model, path, video),
-                        on_done=lambda result: self._take_model(model))
+                        lambda token: _jobs.switch_model(session, model, path, video))
             return
         self._take_model(model)
         if self._pending_restore is not None:

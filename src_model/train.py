@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DatasetFormatError, TrainingDivergedError
+from .errors import TrainingDivergedError
 from .train_checkpoints import check_run_folder, export_weights, load_checkpoint, save_checkpoint
 from .train_clip import TextCache, clip_forward
+from .train_data import build_dataset, micro_batches, step_batches
 
 # Paper learning rates for a pretrained (frozen) SAM; the decoder barely moves (1e-4 breaks it).
 PRETRAINED_LRS = {"adapters": 1e-4, "text_mlp": 1e-4, "hda": 1e-4, "itm": 1e-4, "mask_decoder": 1e-6}
@@ -145,29 +146,6 @@ def lr_factor(step: int, done: float, opts: TrainOptions) -> float:
     return 1.0
 
 
-def build_dataset(opts: TrainOptions):
-    if opts.data == "synthetic":
-        from .data.synthetic_stream import SyntheticClipDataset
-
-        return SyntheticClipDataset(num_frames=opts.num_frames, clip_frames=opts.synthetic_frames,
-                                    size=opts.synthetic_size, seed=opts.seed,
-                                    objects_per_clip=opts.objects_per_clip)
-    from .data.loader import RefClipDataset
-
-    if not Path(opts.data).is_dir():
-        raise FileNotFoundError(f"--data {opts.data}: no such folder (or use --data synthetic)")
-    dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed,
-                             objects_per_clip=opts.objects_per_clip)
-    skipped = dataset.unannotated
-    if len(dataset) == 0:
-        why = f"; {len(skipped)} video(s) have no annotation PNGs, e.g. Annotations/{skipped[0]}/" if skipped else ""
-        raise DatasetFormatError(f"--data {opts.data}: no expressions with object ids and masks to train on{why}")
-    if skipped:
-        print(f"refsam train: skipping {len(skipped)} video(s) without annotation PNGs (e.g. {skipped[0]})",
-              file=sys.stderr)
-    return dataset
-
-
 def _resized_model(model, opts: TrainOptions, device: torch.device):
     """A fresh model of the preset with another native encoder input size (saved in its config).
 
@@ -204,78 +182,6 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
         n = p.numel()
         p.grad = flat[offset: offset + n].view_as(p).clone()
         offset += n
-
-
-def _batches(sampler, per_step: int, start: int):
-    """Infinite stream of (epoch, index list of ``per_step`` items for this rank), starting after ``start`` items."""
-    per_epoch = len(sampler) - len(sampler) % per_step
-    if per_epoch == 0:
-        raise ValueError(f"the dataset has {len(sampler.dataset)} items, fewer than one step needs ({per_step} per rank)")
-    epoch, offset = divmod(start, per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        order = list(sampler)[:per_epoch]
-        for i in range(offset, per_epoch, per_step):
-            yield epoch, order[i: i + per_step]
-        epoch, offset = epoch + 1, 0
-
-
-class _EpochItems:
-    """``dataset[(epoch, i)]`` = item i of that epoch: the epoch travels with the index, so worker
-    processes (each with its own copy of the dataset) build exactly the items the main process would."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        if hasattr(self.dataset, "set_epoch") and getattr(self.dataset, "epoch", None) != epoch:
-            self.dataset.set_epoch(epoch)
-        try:
-            return self.dataset[index]
-        except Exception as exc:  # e.g. an unreadable annotation: raised as itself by micro_batches
-            return _ItemError(exc)
-
-
-class _ItemError:
-    """An item's exception carried out of a worker process as a value: DataLoader would re-raise it
-    with the worker's whole traceback folded into the message, which the CLI prints as one line."""
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-
-def _collate_items(items: list):
-    from .data.loader import collate
-
-    failed = next((item for item in items if isinstance(item, _ItemError)), None)
-    return failed if failed is not None else collate(items)
-
-
-def micro_batches(dataset, steps, batch_size: int, accum: int, workers: int = 0, pin_memory: bool = False):
-    """Collated micro-batches, ``accum`` per step of ``steps`` (from ``_batches``), in order.
-
-    workers > 0: built by that many worker processes, a few batches ahead of the training step
-    (the synthetic generator costs ~11 ms a clip on one core, which would leave a GPU idle);
-    the batches are the same as with workers=0.
-    """
-    from torch.utils.data import DataLoader
-
-    items = _EpochItems(dataset)
-    keys = ([(epoch, i) for i in indices[k * batch_size:(k + 1) * batch_size]]
-            for epoch, indices in steps for k in range(accum))
-    if workers <= 0:
-        batches = (_collate_items([items[key] for key in batch_keys]) for batch_keys in keys)
-    else:
-        batches = DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=_collate_items,
-                             pin_memory=pin_memory, prefetch_factor=4, persistent_workers=False)
-    for batch in batches:
-        if isinstance(batch, _ItemError):
-            raise batch.exc
-        yield batch
 
 
 def train(opts: TrainOptions, model=None) -> dict:
@@ -341,7 +247,7 @@ def train(opts: TrainOptions, model=None) -> dict:
     dataset = build_dataset(opts)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=True)
     per_step = opts.batch_size * opts.accum
-    batches = micro_batches(dataset, _batches(sampler, per_step, step * per_step), opts.batch_size, opts.accum,
+    batches = micro_batches(dataset, step_batches(sampler, per_step, step * per_step), opts.batch_size, opts.accum,
                             opts.workers, pin_memory=device.type == "cuda")
     texts = TextCache(model.text_encoder)
     # bf16 autocast: always on CUDA; on CPU only when asked (about 2x faster with AVX512-BF16).
@@ -359,68 +265,72 @@ def train(opts: TrainOptions, model=None) -> dict:
         bar = tqdm(total=opts.steps, initial=step, desc="train", mininterval=2.0, file=sys.stderr)
     start_time, window, first_loss, last_loss = time.time() - seconds_before, [], None, None
     done = progress(step, time.time() - start_time, opts)
-    while done < 1.0:
-        factor = lr_factor(step, done, opts)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-        optimizer.zero_grad(set_to_none=True)
-        stats = {"loss": 0.0, "dice": 0.0, "focal": 0.0, "iou": 0.0}
-        for k in range(opts.accum):
-            batch = next(batches)
-            words, word_mask = texts(batch["text"], device)
-            with autocast:
-                losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
-                                              opts.prompt_dropout, opts.keyframe_prob, generator,
-                                              clip_of_row=batch["clip"])
-            (losses["loss"] / opts.accum).backward()
-            with torch.no_grad():
-                pred, gt = logits > 0, batch["masks"].to(logits.device)
-                inter, union = (pred & gt).flatten(1).sum(1), (pred | gt).flatten(1).sum(1)
-                iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
-            for key in ("loss", "dice", "focal"):
-                stats[key] += float(losses[key].detach()) / opts.accum
-            stats["iou"] += float(iou.mean()) / opts.accum
-        if not all(math.isfinite(v) for v in stats.values()):
-            raise TrainingDivergedError(f"step {step + 1}: the loss became {stats['loss']:.4g}; lower the learning "
-                                        f"rate (--lr) or check the data; {ckpt} holds the last saved step")
-        if world > 1:
-            _allreduce_grads(params, world)
-        if opts.clip_grad:
-            torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
-        optimizer.step()
-        step += 1
-        elapsed = time.time() - start_time
-        done = progress(step, elapsed, opts)
-        if world > 1:  # every rank must stop at the same step, so rank 0's clock decides
-            import torch.distributed as dist
+    try:
+        while done < 1.0:
+            factor = lr_factor(step, done, opts)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            optimizer.zero_grad(set_to_none=True)
+            stats = {"loss": 0.0, "dice": 0.0, "focal": 0.0, "iou": 0.0}
+            for k in range(opts.accum):
+                batch = next(batches)
+                words, word_mask = texts(batch["text"], device)
+                with autocast:
+                    losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
+                                                  opts.prompt_dropout, opts.keyframe_prob, generator,
+                                                  clip_of_row=batch["clip"])
+                (losses["loss"] / opts.accum).backward()
+                with torch.no_grad():
+                    pred, gt = logits > 0, batch["masks"].to(logits.device)
+                    inter, union = (pred & gt).flatten(1).sum(1), (pred | gt).flatten(1).sum(1)
+                    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
+                for key in ("loss", "dice", "focal"):
+                    stats[key] += float(losses[key].detach()) / opts.accum
+                stats["iou"] += float(iou.mean()) / opts.accum
+            if not all(math.isfinite(v) for v in stats.values()):
+                raise TrainingDivergedError(f"step {step + 1}: the loss became {stats['loss']:.4g}; lower the learning "
+                                            f"rate (--lr) or check the data; {ckpt} holds the last saved step")
+            if world > 1:
+                _allreduce_grads(params, world)
+            if opts.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+            optimizer.step()
+            step += 1
+            elapsed = time.time() - start_time
+            done = progress(step, elapsed, opts)
+            if world > 1:  # every rank must stop at the same step, so rank 0's clock decides
+                import torch.distributed as dist
 
-            flag = torch.tensor([done], dtype=torch.float64)
-            dist.broadcast(flag, 0)
-            done = float(flag)
-        first_loss = stats["loss"] if first_loss is None else first_loss
-        last_loss = stats["loss"]
-        window.append(stats)
-        if rank == 0:
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.2f}")
-            last = done >= 1.0
-            if step % opts.log_every == 0 or last:
-                row = {k: sum(s[k] for s in window) / len(window) for k in ("loss", "dice", "focal", "iou")}
-                with open(log_path, "a", newline="") as handle:
-                    csv.writer(handle).writerow([
-                        step, *(f"{row[k]:.5f}" for k in ("loss", "dice", "focal", "iou")),
-                        f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
-                window = []
-            if step % opts.save_every == 0 or last:
-                if not all(bool(torch.isfinite(p).all()) for p in params):  # never save or export NaN weights
-                    raise TrainingDivergedError(f"step {step}: the weights became non-finite; lower the learning "
-                                                f"rate (--lr); nothing was saved, {ckpt} holds the last good step")
-                save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
-                export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size, opts.sam_checkpoint)
-                if opts.export:
-                    export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step, run_size,
-                                   opts.sam_checkpoint)
+                flag = torch.tensor([done], dtype=torch.float64)
+                dist.broadcast(flag, 0)
+                done = float(flag)
+            first_loss = stats["loss"] if first_loss is None else first_loss
+            last_loss = stats["loss"]
+            window.append(stats)
+            if rank == 0:
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.2f}")
+                last = done >= 1.0
+                if step % opts.log_every == 0 or last:
+                    row = {k: sum(s[k] for s in window) / len(window) for k in ("loss", "dice", "focal", "iou")}
+                    with open(log_path, "a", newline="") as handle:
+                        csv.writer(handle).writerow([
+                            step, *(f"{row[k]:.5f}" for k in ("loss", "dice", "focal", "iou")),
+                            f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
+                    window = []
+                if step % opts.save_every == 0 or last:
+                    if not all(bool(torch.isfinite(p).all()) for p in params):  # never save or export NaN weights
+                        raise TrainingDivergedError(f"step {step}: the weights became non-finite; lower the learning "
+                                                    f"rate (--lr); nothing was saved, {ckpt} holds the last good step")
+                    save_checkpoint(ckpt, model, optimizer, step, generator, opts, elapsed)
+                    export_weights(model, out / "refsam.safetensors", train_sam, False, step, run_size, opts.sam_checkpoint)
+                    if opts.export:
+                        export_weights(model, Path(opts.export), train_sam, opts.export_fp16, step, run_size,
+                                       opts.sam_checkpoint)
+    finally:
+        batches.close()  # DataLoader workers go now, not when a traceback holding them is freed
+
     if bar is not None:
         bar.close()
     if world > 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -126,6 +127,21 @@ def test_frames_resized_on_the_reader_thread_encode_bit_identically(tiny_model, 
     resized = tiny_model.resize_for_encoder(video[0])
     assert resized.shape[:2] == tiny_model.resized_size(H, W) != (H, W)
     assert np.array_equal(tiny_model.resize_for_encoder(resized), resized)
+    threads = []
+    resize = tiny_model.resize_for_encoder
+
+    def spy(frame):
+        threads.append(threading.current_thread().name)
+        return resize(frame)
+
+    tiny_model.resize_for_encoder = spy  # an instance attribute, removed below: the shared model is unchanged
+    try:
+        fresh = FeatureCache(tiny_model, video, batch_size=4)
+        assert [i for i, _ in fresh.iter_features(range(T))] == list(range(T))
+    finally:
+        del tiny_model.resize_for_encoder
+    # every frame was resized once, off the thread that drives the encoder
+    assert len(threads) == T and threading.main_thread().name not in threads
     with torch.inference_mode():
         direct = tiny_model.encode_frames(video[:4])
     for i in range(4):

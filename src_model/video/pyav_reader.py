@@ -74,8 +74,8 @@ class PyAVReader:
         self.num_frames = len(stamps)
         # Phones store portrait video sideways with a display rotation: hand out frames the way
         # players show them, so expressions like "the person on the left" mean what they say.
-        self._turns = self._probe_rotation()
-        upright = (self.width, self.height) if self._turns % 2 else (self.height, self.width)
+        self.turns = self._probe_rotation()
+        upright = (self.width, self.height) if self.turns % 2 else (self.height, self.width)
         self.frame_shape = (*upright, 3)
         self.fps = float(rate) if rate else None
         self.dtype = np.dtype(np.uint8)
@@ -94,7 +94,8 @@ class PyAVReader:
         try:
             self._container.seek(0)
             for frame in self._decode():
-                return round(getattr(frame, "rotation", 0) / 90) % 4  # PyAV: degrees, display matrix
+                # degrees counter-clockwise from the display matrix; older PyAV lacks it: as stored
+                return round(getattr(frame, "rotation", 0) / 90) % 4
         except self._av.error.FFmpegError:
             pass
         return 0
@@ -195,7 +196,7 @@ class PyAVReader:
     def _to_rgb(self, frame) -> np.ndarray:
         # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
         rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
-        return np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+        return np.ascontiguousarray(np.rot90(rgb, self.turns)) if self.turns else rgb
 
     def close(self) -> None:
         self._frames = None

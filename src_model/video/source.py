@@ -319,6 +319,9 @@ class VideoSource:
                 ident = f"array:{self.raw_shape}:{self.raw_dtype.str}:{digest.hexdigest()}"
             if self._explicit_limits is not None:
                 ident += f":limits={self._explicit_limits[0]!r},{self._explicit_limits[1]!r}"
+            turns = getattr(self._reader, "turns", 0)
+            if turns:  # frames are turned upright since the reader applies display rotations
+                ident += f":turns={turns}"
             self._identity = ident
         return self._identity
 

@@ -93,3 +93,59 @@ def test_a_single_image_with_scale_and_translate_is_overlaid(make_napari_viewer,
     labels = widget.labels_layer
     assert labels.data.shape == (1, *image.data.shape[:2])
     assert np.allclose(labels.extent.world[:, 1:], image.extent.world)  # over the image, not beside it
+
+
+def test_cancel_during_a_model_switch_leaves_one_model(make_napari_viewer, qtbot, mp4, tiny_model):
+    import torch
+
+    from src_model.weights import load_refsam
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    torch.manual_seed(2)
+    other = load_refsam(None, preset="tiny", text_encoder=tiny_model.text_encoder, device="cpu")
+    widget.set_model(other)
+    widget.cancel()  # the move does not stop half-way; whatever it ends with, both agree
+    wait_idle(qtbot, widget)
+    assert widget.session.model is widget.model
+
+
+def test_a_failed_restore_of_a_file_the_user_picked_leaves_the_file_alone(make_napari_viewer, qtbot, mp4,
+                                                                          tiny_model, notes, tmp_path):
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    mine = tmp_path / "my_run.npz"
+    (mp4.parent / "clip.mp4.refsam" / "session.npz").rename(mine)
+    shorter = write_video(tmp_path / "short.mp4", generate_clip(4, num_frames=3, size=(64, 96)).frames, fps=10)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, shorter, tiny_model)
+    widget.restore_session(mine)  # a session of another video: refused, and the file stays as it is
+    qtbot.waitUntil(lambda: "was saved for a video of shape" in notes.messages(), timeout=30_000)
+    wait_idle(qtbot, widget)
+    assert mine.is_file() and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == ["my_run.npz"]
+
+
+def test_a_dropped_pending_restore_is_offered_again_not_overwritten(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                    monkeypatch):
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    other = write_video(mp4.parent / "second.mp4", generate_clip(9, num_frames=len(saved), size=saved.shape[1:]).frames,
+                        fps=10)
+    segmented_autosave(make_napari_viewer, qtbot, other, tiny_model)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4)  # no model: clip's restore waits
+    viewer.open(str(other), plugin="napari-refsam")  # second's restore replaces it
+    qtbot.wait(50)
+    widget.set_model(tiny_model)
+    wait_idle(qtbot, widget)
+    assert widget.video_layer.name == "second"
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["clip"]))  # back to clip
+    wait_idle(qtbot, widget)
+    assert widget.video_layer.name == "clip"
+    assert np.array_equal(widget.labels_layer.data, saved)  # offered again and restored, not lost
