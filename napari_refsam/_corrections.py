@@ -95,17 +95,18 @@ def frame_diff(layer_frame, session_frame) -> tuple:
     return changed, layer_frame, set(changed_objects(layer_frame, session_frame))
 
 
-def apply_strokes(session, strokes, new_ids: dict | None = None) -> tuple[list[int], dict]:
+def apply_strokes(session, strokes, new_ids: dict | None = None) -> tuple[dict[int, list[int]], dict]:
     """Apply strokes (``stroke_changes`` dicts, in painting order) to ``session`` as corrections.
 
     Each stroke's pixels are written onto the session's current frame, and each object the stroke
     touched becomes a keyframe there with its pixels in that frame (empty: absent there). A label
     no object has becomes a new object (``add_object(mask=)``); later strokes with the same label
-    extend it. Returns (frames changed, {painted label: new object id}). Call it inside
-    ``session.edit_group`` to make it one undo step.
+    extend it. Returns ({frame changed: ids of the objects locked there}, {painted label: new
+    object id}), frames in painting order. Call it inside ``session.edit_group`` to make it one
+    undo step.
     """
     new_ids = {} if new_ids is None else new_ids
-    frames: list[int] = []
+    frames: dict[int, list[int]] = {}
     for stroke in strokes:
         for t, (changed, values, ids) in sorted(stroke.items()):
             frame = np.array(session.labels[t], dtype=np.int64)  # room for any painted label
@@ -113,15 +114,18 @@ def apply_strokes(session, strokes, new_ids: dict | None = None) -> tuple[list[i
             for label, obj in new_ids.items():
                 painted[values[changed] == label] = obj
             frame[changed] = painted
+            locked = frames.setdefault(t, [])
             for label in sorted(ids):
                 obj = new_ids.get(label, label)
                 mask = frame == obj
                 if obj in session.keyframes:
                     session.set_mask(obj, t, mask)
                 elif mask.any():
-                    new_ids[label] = session.add_object(frame=t, mask=mask)
-            if t not in frames:
-                frames.append(t)
+                    obj = new_ids[label] = session.add_object(frame=t, mask=mask)
+                else:
+                    continue
+                if obj not in locked:
+                    locked.append(obj)
     return frames, new_ids
 
 

@@ -35,13 +35,22 @@ def load_model(kwargs: dict):
     return load_refsam(**kwargs)
 
 
-def _ensure_session(session, model, video):
+def _ensure_session(session, model, video, save_to=None):
     if session is not None:
         return session
     from src_model.video.session import VideoSession
 
     yield ("status", "Opening video…")
     session = VideoSession(model, video)
+    if save_to is not None and Path(save_to).is_file():
+        # An autosave this new session would replace, never offered or not restored (say, the video
+        # was opened while another run was starting): the earlier work is kept under a dated name.
+        try:
+            kept = set_aside(Path(save_to))
+        except OSError as exc:
+            session.close()
+            raise OSError(f"the earlier session {save_to} is in the way and could not be kept aside: {exc}") from exc
+        yield ("warning", f"RefSAM: an earlier session of this video was kept as {kept}")
     yield ("session", session)
     return session
 
@@ -61,7 +70,7 @@ def autosave(session, path):
 
 def segment(session, model, video, text: str, token, save_to=None, **propagate_kwargs):
     """Add a text object and propagate it over the whole video. Returns its id."""
-    session = yield from _ensure_session(session, model, video)
+    session = yield from _ensure_session(session, model, video, save_to)
     obj = session.add_object(text=text)
     yield ("object", obj)
     yield ("status", f"Segmenting “{text}”…")
@@ -74,7 +83,7 @@ def segment(session, model, video, text: str, token, save_to=None, **propagate_k
 
 def add_prompts(session, model, video, frame: int, prompts, token, direction: str, save_to=None):
     """Add one object per prompt on ``frame`` (box / points) and propagate them. Returns the ids."""
-    session = yield from _ensure_session(session, model, video)
+    session = yield from _ensure_session(session, model, video, save_to)
     ids = []
     for prompt in prompts:
         kwargs = {"frame": frame}
@@ -98,7 +107,8 @@ def correct(session, strokes, token, direction: str, propagate: bool, save_to=No
     """Lock user-painted pixels as keyframes, then (optionally) re-propagate from each frame.
 
     strokes: ``_corrections.stroke_changes`` dicts in painting order; only the objects a stroke
-    touched become keyframes, and a label no object has becomes a new object. The corrections and
+    touched become keyframes, and a label no object has becomes a new object. Only those objects
+    are re-propagated from the frame: the others keep every pixel they had. The corrections and
     their re-propagation are one undo step. Returns {painted label: new object id}.
     """
     with session.edit_group("correction"):
@@ -109,9 +119,11 @@ def correct(session, strokes, token, direction: str, propagate: bool, save_to=No
             yield ("frame", t, np.array(session.labels[t]))
         try:
             if propagate:
-                for t in frames:
-                    yield ("status", f"Re-propagating from frame {t}…")
-                    yield from propagate_frames(session, token, start=t, direction=direction)
+                for t, objs in frames.items():
+                    if objs:
+                        yield ("status", f"Re-propagating from frame {t}…")
+                        yield from propagate_frames(session, token, start=t, direction=direction,
+                                                    obj_ids=objs)
         finally:
             yield from autosave(session, save_to)
     return new_ids

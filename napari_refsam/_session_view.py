@@ -33,6 +33,7 @@ LABELS_NAME = "RefSAM labels"
 # The layer's copy of the labels lives in an unnamed file above this size, so a long video's
 # labels are not held twice in RAM (the session's own store goes to disk above 2 GiB).
 LAYER_MEMMAP_BYTES = 512 << 20
+VIDEO_LAYER_KEY = "refsam_video_layer"  # on a labels layer: unique_id of the video layer it was made for
 UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ  # Ctrl+Z, Cmd+Z on macOS: napari's own Labels undo key
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class SessionView:
             show_warning(describe_error("applying the last paint stroke", exc))
 
     # ------------------------------------------------------------------------ labels <-> session
-    def _ensure_labels_layer(self, shape) -> None:
+    def _ensure_labels_layer(self, shape, labels=None) -> None:
         """Create the Labels layer before a session exists, on the GUI thread.
 
         Creating the first Labels layer of a napari process is slow (seconds: pandas import,
@@ -284,6 +285,12 @@ class SessionView:
         if layer is not None and layer in self.viewer.layers and layer.data.shape == tuple(shape):
             return
         video = self.video_layer
+        earlier = self._earlier_labels_layer(shape, labels)
+        if earlier is not None:
+            earlier.editable = True
+            self._watch_labels(earlier)
+            self.labels_layer = earlier
+            return
         placement = {}
         if video is not None and video.ndim in (len(shape), len(shape) - 1):  # overlay the video exactly
             pad = len(shape) - video.ndim  # 1: a single image, shown as a one-frame labels stack
@@ -295,8 +302,32 @@ class SessionView:
         # The layer list's own object, not the plugin proxy add_labels returns: removal events carry
         # the former, and ``is`` must recognise it.
         layer = next((x for x in self.viewer.layers if x == added), added)
+        if video is not None:
+            layer.metadata[VIDEO_LAYER_KEY] = video.unique_id
         self._watch_labels(layer)
         self.labels_layer = layer
+
+    def _earlier_labels_layer(self, shape, labels):
+        """The labels layer an earlier RefSAM widget made for this video and let go (the dock was
+        closed and opened again), when it shows exactly ``labels`` (a restored session's): the
+        session goes back into it rather than into a second layer. A layer showing anything else
+        (strokes made while no widget watched it) is left as it is."""
+        video = self.video_layer
+        if labels is None or video is None:
+            return None
+        held = {id(pair[1]) for pair in self._parked.values()}
+        for layer in reversed(self.viewer.layers):
+            if (layer.metadata.get(VIDEO_LAYER_KEY) == video.unique_id and id(layer) not in held
+                    and getattr(layer, "data", None) is not None and layer.data.shape == tuple(shape)
+                    and layer.data.dtype == labels.dtype and np.array_equal(layer.data, labels)):
+                return layer
+        return None
+
+    def _has_earlier_labels_layer(self) -> bool:
+        """Whether a let-go labels layer of this video exists (a restore may go back into it)."""
+        video = self.video_layer
+        return video is not None and any(layer.metadata.get(VIDEO_LAYER_KEY) == video.unique_id
+                                         for layer in self.viewer.layers)
 
     def _watch_labels(self, layer) -> None:
         """Paint strokes on ``layer`` become corrections, and Ctrl+Z on it undoes the session's last
@@ -318,7 +349,7 @@ class SessionView:
 
     def _adopt_session(self, session) -> None:
         self.session = session
-        self._ensure_labels_layer(session.labels.shape)
+        self._ensure_labels_layer(session.labels.shape, session.labels)
         layer = self.labels_layer
         data = layer.data
         if data.dtype != session.labels.dtype:  # ids past 65535 (uint32): a new array, handed over filled

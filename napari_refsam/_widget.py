@@ -174,8 +174,12 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             self._offer_restore(event.value)
 
     def _on_video_changed(self, *_) -> None:
+        if self._worker is not None:
+            # The running job keeps its video (a first run's session is still on its way): the
+            # pick takes effect with the next action (``_ready``) or pick.
+            return
         layer = self.selected_layer()
-        if self.session is not None and layer is not self.video_layer and self._worker is None:
+        if self.session is not None and layer is not self.video_layer:
             self._detach_session()
         if self.session is None and layer is not None and id(layer) in self._parked:
             self._use_video(layer)  # back to a video segmented earlier in this viewer
@@ -212,10 +216,13 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
     def _offer_restore_for_selected(self) -> None:
         self._offer_restore(self.selected_layer())
 
-    def _offer_restore(self, layer) -> None:
+    def _offer_restore(self, layer) -> bool:
+        """Offer the video's autosave once; True if its restore started (or waits for a model)."""
         path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
-        if path is None or path in self._offered or self.session is not None:
-            return
+        # Not while a job runs: a first run's session is still on its way (offered when this video
+        # is picked again, or before the next action on it: ``_ready``).
+        if path is None or path in self._offered or self.session is not None or self._worker is not None:
+            return False
         self._offered.add(path)
         accept = self.auto_restore
         if accept is None:
@@ -225,8 +232,8 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         if not accept:
             kept = set_aside(path)
             show_info(f"RefSAM: the earlier session was kept as {kept}")
-            return
-        self.restore_session(path, layer)
+            return False
+        return self.restore_session(path, layer) or self._pending_restore is not None
 
     def restore_session(self, path, layer=None) -> bool:
         """Restore an autosaved session onto ``layer`` (default: the selected video), once a model
@@ -243,12 +250,15 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
             return False
         self._pending_restore = None
+        if self._refuse_if_busy():  # before the video is switched under the running job
+            self._offered.discard(path)
+            return False
         self.layer_combo.blockSignals(True)  # the session is switched below, not by the combo's signal
         self.layer_combo.setCurrentIndex(self.layer_combo.findData(layer))
         self.layer_combo.blockSignals(False)
         if self.session is not None and layer is not self.video_layer:
             self._detach_session()
-        self._use_video(layer)
+        self._use_video(layer, restoring=True)
         model, video = self.model, self._video_of(layer)
         own = self.autosave_file(layer)
         autosave = own is not None and Path(path).resolve() == Path(own).resolve()
@@ -308,10 +318,12 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             return False
         if self.session is not None and layer is not self.video_layer:
             self._detach_session()
+        if self.session is None and id(layer) not in self._parked and self._offer_restore(layer):
+            return False  # picked during a run, its saved session was not offered yet: restored first
         self._use_video(layer)
         return True
 
-    def _use_video(self, layer) -> None:
+    def _use_video(self, layer, restoring: bool = False) -> None:
         self.video_layer = layer
         parked = self._parked.pop(id(layer), None) if self.session is None else None
         if parked is not None:
@@ -327,7 +339,9 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
             data = layer.data[0] if layer.multiscale else layer.data
             shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
             shape = (1, *shape) if len(shape) == 2 else shape
-            if len(shape) == 3:  # anything else: VideoSession names the problem
+            # Anything but 3-D: VideoSession names the problem. A restore may go back into the
+            # layer an earlier widget left (``_earlier_labels_layer``), so it makes none yet.
+            if len(shape) == 3 and not (restoring and self._has_earlier_labels_layer()):
                 self._ensure_labels_layer(shape)
 
     def segment(self, text: str | None = None) -> bool:

@@ -149,3 +149,148 @@ def test_a_dropped_pending_restore_is_offered_again_not_overwritten(make_napari_
     wait_idle(qtbot, widget)
     assert widget.video_layer.name == "clip"
     assert np.array_equal(widget.labels_layer.data, saved)  # offered again and restored, not lost
+
+
+def test_reopening_the_dock_restores_into_the_same_labels_layer(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                monkeypatch):
+    """Closing the RefSAM dock and opening it again from the Plugins menu: the restored session goes
+    back into the labels layer the first widget made (one layer, watched again: a stroke corrects)."""
+    from napari.layers import Labels
+
+    from refsam_napari_helpers import paint_square
+
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    first = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, first)
+    layer, saved = first.labels_layer, np.array(first.labels_layer.data)
+    viewer.window.remove_dock_widget(first)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    assert widget is not first
+    widget.set_model(tiny_model)  # the autosave is offered and taken
+    wait_idle(qtbot, widget)
+    assert [x for x in viewer.layers if isinstance(x, Labels)] == [layer]
+    assert widget.labels_layer is layer and widget.session is not None
+    assert np.array_equal(layer.data, saved) and np.array_equal(widget.session.labels, saved)
+    paint_square(viewer, layer, 4, 1, centre=(10, 10), size=6)
+    wait_idle(qtbot, widget)
+    assert 4 in widget.session.keyframes[1]
+    assert np.array_equal(widget.session.labels[4], layer.data[4])
+
+
+def test_a_layer_painted_while_no_widget_watched_it_is_left_as_it_is(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                     monkeypatch):
+    """A stroke made after the dock was closed is in the old layer only: the restore goes into a new
+    layer, and the old one keeps the stroke (nothing the user drew is overwritten)."""
+    from refsam_napari_helpers import paint_square
+
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    first = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, first)
+    layer, saved = first.labels_layer, np.array(first.labels_layer.data)
+    viewer.window.remove_dock_widget(first)
+    paint_square(viewer, layer, 4, 7, centre=(10, 10), size=6)
+    painted = np.array(layer.data)
+    assert not np.array_equal(painted, saved)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    wait_idle(qtbot, widget)
+    assert widget.labels_layer is not layer and widget.labels_layer in viewer.layers
+    assert np.array_equal(widget.labels_layer.data, saved) and np.array_equal(layer.data, painted)
+
+
+def test_a_video_opened_while_the_first_segment_starts_keeps_its_saved_session(make_napari_viewer, qtbot, mp4,
+                                                                               tiny_model, monkeypatch):
+    """Opening a video with an autosave while the first run on another video has not made its
+    session yet: that run's session is neither shown as nor saved over the other video's, and the
+    next action on the video picked meanwhile restores its session first."""
+    from src_model import VideoSession
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    from napari_refsam._autosave import SESSION_FILE
+
+    other = write_video(mp4.parent / "other.mp4", generate_clip(9, num_frames=12, size=(64, 96)).frames, fps=10)
+    saved = segmented_autosave(make_napari_viewer, qtbot, other, tiny_model)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    clip_layer = viewer.layers["clip"]
+    assert widget.segment("the blue square")  # its session comes back through the event loop
+    viewer.open(str(other), plugin="napari-refsam")  # in the same turn: no session yet
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is clip_layer and widget.session.objects[1]["text"] == "the blue square"
+    assert widget.selected_layer() is viewer.layers["other"]
+    assert not widget.segment("the blue square")  # offered first (and taken): no new session over it
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is viewer.layers["other"]
+    assert np.array_equal(widget.session.labels, saved) and widget.session.objects[1]["text"] == TEXT
+    assert np.array_equal(widget.labels_layer.data, saved)
+    parked, parked_labels = widget._parked[id(clip_layer)]
+    assert parked.objects[1]["text"] == "the blue square" and np.array_equal(parked_labels.data, parked.labels)
+    on_disk = VideoSession.load(tiny_model, other.parent / "other.mp4.refsam" / SESSION_FILE)
+    try:
+        assert np.array_equal(on_disk.labels, saved) and on_disk.objects[1]["text"] == TEXT
+    finally:
+        on_disk.close()
+
+
+def test_a_new_session_never_replaces_an_autosave_it_was_not_restored_from(tmp_path, mp4, tiny_model):
+    """The job that makes a session keeps an autosave already there (under a dated name)."""
+    from src_model import VideoSession
+
+    from napari_refsam import _jobs
+    from napari_refsam._autosave import SESSION_FILE, save_session
+    from napari_refsam._workers import CancelToken
+
+    earlier = VideoSession(tiny_model, str(mp4))
+    earlier.add_object(text=TEXT)
+    for _ in earlier.propagate():
+        pass
+    path = save_session(earlier, tmp_path / "clip.refsam" / SESSION_FILE)
+    items, body = [], _jobs.segment(None, tiny_model, str(mp4), "the blue square", CancelToken(), path)
+    try:
+        while True:
+            items.append(next(body))
+    except StopIteration:
+        pass
+    kept = list(path.parent.glob("session-*.npz"))
+    assert len(kept) == 1 and any(item[0] == "warning" and str(kept[0]) in item[1] for item in items)
+    session = next(item[1] for item in items if item[0] == "session")
+    for file, text, labels in ((kept[0], TEXT, earlier.labels), (path, "the blue square", session.labels)):
+        loaded = VideoSession.load(tiny_model, file)
+        try:
+            assert loaded.objects[1]["text"] == text and np.array_equal(loaded.labels, labels)
+        finally:
+            loaded.close()
+    earlier.close()
+    session.close()
+
+
+def test_picking_a_parked_video_while_the_first_segment_starts_keeps_both_sessions(make_napari_viewer, qtbot,
+                                                                                    mp4, tiny_model):
+    """Picking a video segmented earlier (its session parked) before the first run on another video
+    has made its session: neither session takes the other's place or layers."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    other = write_video(mp4.parent / "other.mp4", generate_clip(9, num_frames=12, size=(64, 96)).frames, fps=10)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, other, tiny_model)
+    segment(qtbot, widget)
+    first, first_labels = widget.session, widget.labels_layer
+    viewer.open(str(mp4), plugin="napari-refsam")
+    clip_layer, other_layer = viewer.layers["clip"], viewer.layers["other"]
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(clip_layer))  # "other" is parked
+    assert widget.session is None and id(other_layer) in widget._parked
+    assert widget.segment("the blue square")
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other_layer))  # same turn: no session yet
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is clip_layer and widget.session is not first
+    assert widget.session.objects[1]["text"] == "the blue square"
+    assert widget._parked[id(other_layer)] == (first, first_labels)
+    assert widget.labels_layer is not first_labels and first.objects[1]["text"] == TEXT
+    assert widget.segment("the red ball")  # the next action follows the pick: back to "other"
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is other_layer and widget.session is first and widget.labels_layer is first_labels
