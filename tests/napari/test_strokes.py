@@ -104,3 +104,30 @@ def test_stroke_during_a_run_survives_closing_the_viewer(make_napari_viewer, qtb
         assert (saved.labels[40][stroke] == 1).all()
     finally:
         saved.close()
+
+
+def test_a_correction_re_propagates_only_the_objects_it_touched(make_napari_viewer, qtbot, long_mp4, tiny_model):
+    """A stroke of object 1 away from object 2, re-propagated both ways: object 2 keeps every pixel
+    on every frame (re-decoding it backward from the stroke would have moved it)."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    for text in (TEXT, OTHER):
+        assert widget.segment(text)
+        wait_idle(qtbot, widget)
+    layer, session = widget.labels_layer, widget.session
+    before = np.array(session.labels)
+    frame = 30
+    two = np.pad(before[frame] == 2, 5)
+    clear = [(y, x) for y in range(5, two.shape[0] - 15) for x in range(5, two.shape[1] - 15)
+             if not two[y:y + 11, x:x + 11].any()]  # no pixel of object 2 within 5 of the square
+    assert clear, "this clip's frame has no room away from object 2"
+    far = clear[len(clear) // 2]
+    widget.auto_repropagate.setChecked(True)
+    widget.direction.setCurrentText("both")
+    paint_square(viewer, layer, frame, 1, centre=tuple(int(v) for v in far), size=6)
+    wait_idle(qtbot, widget)
+    assert frame in session.keyframes[1] and frame not in session.keyframes.get(2, [])
+    after = np.array(session.labels)
+    assert not np.array_equal(after == 1, before == 1)  # object 1 was re-propagated
+    assert np.array_equal(after == 2, before == 2)
+    assert np.array_equal(layer.data, after)
