@@ -22,9 +22,13 @@ def build_dataset(opts):
     from .data.loader import RefClipDataset
 
     if not Path(opts.data).is_dir():
-        raise FileNotFoundError(f"--data {opts.data}: no such folder (or use --data synthetic)")
+        what = "not a folder" if Path(opts.data).exists() else "no such folder"
+        raise FileNotFoundError(f"--data {opts.data}: {what} (a Ref-YouTube-VOS-style dataset folder, "
+                                "or --data synthetic)")
     dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed,
                              objects_per_clip=opts.objects_per_clip)
+    if opts.size is None:
+        dataset.size = common_frame_size(dataset.videos)
     skipped = dataset.unannotated
     if len(dataset) == 0:
         why = f"; {len(skipped)} video(s) have no annotation PNGs, e.g. Annotations/{skipped[0]}/" if skipped else ""
@@ -33,6 +37,26 @@ def build_dataset(opts):
         print(f"refsam train: skipping {len(skipped)} video(s) without annotation PNGs (e.g. {skipped[0]})",
               file=sys.stderr)
     return dataset
+
+
+def common_frame_size(videos) -> tuple[int, int] | None:
+    """None when every video has one frame size; else the most common (H, W), to which all clips
+    are then resized (a batch stacks clips of one size). Only image headers are read."""
+    from collections import Counter
+
+    from PIL import Image
+
+    sizes = Counter()
+    for video in videos.values():
+        if video.image_paths:
+            with Image.open(video.image_paths[0]) as image:
+                sizes[(image.height, image.width)] += 1
+    if len(sizes) < 2:
+        return None
+    size = sizes.most_common(1)[0][0]
+    print(f"refsam train: the videos have {len(sizes)} frame sizes; every clip is resized to "
+          f"{size[0]}x{size[1]}, the most common (--size N for N x N)", file=sys.stderr)
+    return size
 
 
 def step_batches(sampler, per_step: int, start: int):

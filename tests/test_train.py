@@ -407,3 +407,27 @@ def test_data_workers_end_with_a_failed_run(tmp_path, text_encoder):
     # The traceback (kept by a notebook or a caller) holds train's frame; its workers must be gone.
     assert failure.value.__traceback__ is not None
     assert set(multiprocessing.active_children()) - before == set()
+
+
+def test_videos_of_different_frame_sizes_train_in_one_batch(tmp_path, capsys):
+    """An exported dataset of videos from different cameras: clips are resized to the most common
+    frame size (said once on stderr) instead of failing at the first batch that mixes two."""
+    from src_model.cli import main
+    from src_model.data.synthetic import write_synthetic_dataset
+    from src_model.train_data import common_frame_size
+    from src_model.data.ytvos import read_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, 2, seed=5, split="train", num_frames=4, size=(64, 80))
+    write_synthetic_dataset(data, 1, seed=6, split="train", num_frames=4, size=(48, 64))
+    assert common_frame_size(read_dataset(data, "train")) == (64, 80)
+    capsys.readouterr()
+    rc = main(["train", "--data", str(data), "--split", "train", "--steps", "3", "--batch-size", "3",
+               "--num-frames", "2", "--device", "cpu", "--no-progress", "--from-scratch", "--image-size", "64",
+               "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "2 frame sizes" in err and "64x80" in err
+    assert main(["train", "--data", str(data / "train" / "meta_expressions.json"), "--steps", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -195,7 +195,8 @@ def collate(batch: list[dict]) -> dict:
     """
     shapes = {tuple(item["frames"].shape) for item in batch}
     if len(shapes) != 1:
-        raise ValueError(f"clips differ in shape {sorted(shapes)}; give RefClipDataset a fixed size=")
+        raise ValueError(f"clips differ in shape {sorted(shapes)}; give RefClipDataset a fixed size= "
+                         "(refsam train: --size N)")
 
     def rows(item, key):
         return [item[key]] if item["masks"].dim() == 3 else list(item[key])
