@@ -168,3 +168,50 @@ def test_reader_thread_transform_runs_in_order_and_fails_at_its_frame():
             for i, _ in src.iter_frames(transform=broken):
                 seen.append(i)
         assert seen == [0, 1]
+
+
+FULL_DISK_SCRIPT = r"""
+import json, resource, signal, sys, warnings
+import numpy as np, torch
+from src_model.video.cache import FeatureCache
+from src_model.weights import load_refsam
+
+torch.manual_seed(0)
+model = load_refsam(None, preset="tiny", text_encoder=False, device="cpu")
+video = np.random.default_rng(1).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
+fresh = FeatureCache(model, video, batch_size=1)
+reference = {i: f.hier.numpy().copy() for i, f in fresh.iter_features(range(6))}
+cache = FeatureCache(model, video, cache_dir=sys.argv[1], batch_size=1)  # files sized (sparse) here
+row = cache._disk.row_bytes
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (row + row // 2, resource.RLIM_INFINITY))  # frame 1 is cut short
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    got = {i: f.hier.numpy().copy() for i, f in cache.iter_features(range(6))}
+cache.close()
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+again = FeatureCache(model, video, cache_dir=sys.argv[1], batch_size=1)
+print(json.dumps({
+    "run_equal": all(np.array_equal(got[i], reference[i]) for i in range(6)),
+    "warnings": [str(w.message) for w in caught],
+    "done": [bool(again.has(i)) for i in range(6)],
+    "disk_equal": [bool(np.array_equal(again.get(i).hier.numpy(), reference[i])) for i in range(6) if again.has(i)],
+}))
+"""
+
+
+def test_a_full_disk_leaves_no_half_written_frame_marked_done(tmp_path):
+    """A write the disk cuts short (here a file-size limit) is not marked done: the run goes on
+    from memory with a warning naming the cache, and a reopened cache holds only whole frames."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                             "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["run_equal"]
+    assert len(out["warnings"]) == 1 and "feature cache" in out["warnings"][0] and "writing failed" in out["warnings"][0]
+    assert out["done"] == [True, False, False, False, False, False]
+    assert out["disk_equal"] == [True]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -215,13 +216,27 @@ class FeatureCache:
         self.frames_encoded += len(rows)
         with self._lock:
             if self._disk is not None:
-                self._disk.write(rows, embedding.numpy(), hier.numpy())
+                try:
+                    self._disk.write(rows, embedding.numpy(), hier.numpy())
+                except OSError as exc:
+                    self._drop_disk(exc)
             for j, i in enumerate(rows):
                 self._memory.put(i, embedding[j], hier[j])
         # The batch's own tensors, not store slots: a small store may reuse a slot before it is read.
         return {i: (embedding[j], hier[j]) for j, i in enumerate(rows)}
 
     # ----------------------------------------------------------------- helpers
+    def _drop_disk(self, exc: OSError) -> None:
+        """The disk store failed to write (say, the disk is full): the run goes on with the memory
+        cache alone. Rows written before stay valid; the failed ones were never marked done."""
+        disk, self._disk = self._disk, None
+        warnings.warn(f"feature cache {self.folder}: writing failed ({exc.strerror or exc}); going on without "
+                      "the disk cache for this video", RuntimeWarning, stacklevel=3)
+        try:
+            disk.close()
+        except OSError:
+            pass  # done.npy keeps its last saved state, which vouches only for rows written before
+
     def _features(self, pair) -> FrameFeatures:
         device = self.model.device
         # .float() makes a new tensor, so the result never aliases a store slot.

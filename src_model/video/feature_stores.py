@@ -7,6 +7,7 @@ instead of a memory map.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -155,10 +156,16 @@ class DiskStore:
         return tuple(out)
 
     def write(self, rows: list[int], embedding: np.ndarray, hier: np.ndarray) -> None:
+        """Write the rows, then mark them done; an OSError (a full disk) leaves them not done."""
         for handle, values in zip(self.files, (embedding, hier)):
             for j, i in enumerate(rows):
                 handle.seek(i * self.row_bytes)
-                handle.write(memoryview(np.ascontiguousarray(values[j], np.float16)).cast("B"))
+                data = memoryview(np.ascontiguousarray(values[j], np.float16)).cast("B")
+                while len(data):  # an unbuffered write may take only part (a nearly full disk)
+                    written = handle.write(data)
+                    if not written:
+                        raise OSError(errno.ENOSPC, f"frame {i}: the disk took no more bytes")
+                    data = data[written:]
             os.fsync(handle.fileno())  # data on disk before the done bits that vouch for it
         self.done[rows] = True
         self._dirty = True
