@@ -19,6 +19,7 @@ import numpy as np
 SOURCE_KEY = "refsam_source"            # str path of the video file / folder the layer shows
 NAME_KEY = "refsam_video_name"          # short video name (file stem)
 EXPRESSIONS_KEY = "refsam_expressions"  # {obj_id: [expression, ...]}
+VIDEO_SOURCE_KEY = "refsam_video_source"  # on a labels layer: SOURCE_KEY of the video it labels
 AXIS_LABELS = ("t", "y", "x")           # the dims slider then reads "t", not "-3"
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".gif")

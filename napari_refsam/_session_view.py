@@ -26,7 +26,7 @@ from qtpy.QtCore import QTimer
 from . import _jobs
 from ._corrections import apply_as_one_step, frame_diff, painted_frames, stroke_changes, strokes_applier, take_all
 from ._objects import keyframe_note
-from ._reader import EXPRESSIONS_KEY, NAME_KEY
+from ._reader import EXPRESSIONS_KEY, NAME_KEY, SOURCE_KEY, VIDEO_SOURCE_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
 
 LABELS_NAME = "RefSAM labels"
@@ -388,6 +388,7 @@ class SessionView:
             self.labels_layer.metadata[EXPRESSIONS_KEY] = texts
             self.labels_layer.metadata[NAME_KEY] = (self.video_layer.metadata.get(NAME_KEY)
                                                     or self.video_layer.name)
+            self.labels_layer.metadata[VIDEO_SOURCE_KEY] = self.video_layer.metadata.get(SOURCE_KEY)
         self._update_frame_label()
         self._set_busy(self._worker is not None)  # undo / re-propagate / remove follow the session
 

@@ -2,19 +2,24 @@
 
 All three delegate to ``src_model.export.write_labels`` (atomic writes, the same files the CLI
 makes). The referring expressions the RefSAM widget keeps in the layer metadata ride along.
-napari's save dialog has already asked before replacing a file, so existing targets are replaced.
+napari's save dialog has already asked before replacing a file, so existing targets are replaced,
+except the video the labels were made from (as the CLI refuses it).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._reader import EXPRESSIONS_KEY, NAME_KEY
+from ._reader import EXPRESSIONS_KEY, NAME_KEY, VIDEO_SOURCE_KEY
 
 
 def _write(path, data, meta: dict) -> list[str]:
     from src_model.export import write_labels
+    from src_model.export._common import refuse_replacing_the_video
 
     metadata = (meta or {}).get("metadata") or {}
+    video = metadata.get(VIDEO_SOURCE_KEY)
+    if video:  # napari's dialog asks before replacing a file, not whether it is the video segmented
+        refuse_replacing_the_video(video, path, "saving the labels to")
     expressions = metadata.get(EXPRESSIONS_KEY) or None
     if isinstance(data, list):  # a multiscale layer: the full-resolution level
         data = data[0]

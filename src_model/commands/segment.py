@@ -1,8 +1,9 @@
 """``refsam segment``: label objects through a whole video from expressions (and boxes), headless."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ..export._common import refuse_replacing_the_video
 
 HELP = "segment the objects described by --text (or --box) through a video and export the labels"
 
@@ -45,7 +46,7 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
     if args.output is None and args.dataset is None:
         raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
     if args.output is not None:
-        _refuse_replacing_the_video(args.video, args.output, "-o")
+        refuse_replacing_the_video(args.video, args.output, "-o")
         _check_output(args, format_for_path(args.output))  # before any work, not after the whole video
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -77,13 +78,6 @@ def _check_png_ids(args, objects: int) -> None:
     if args.dataset is not None:
         raise ValueError(f"{objects} objects do not fit a --dataset (palette PNG annotations: ids up to "
                          f"{MAX_PNG_ID}); segment at most {MAX_PNG_ID} objects per video there")
-
-
-def _refuse_replacing_the_video(video, target, flag: str) -> None:
-    """An output that is, or would replace a folder holding, the input video (symlinks followed)."""
-    video, where = Path(os.path.realpath(video)), Path(os.path.realpath(target))
-    if where == video or where in video.parents:
-        raise ValueError(f"{flag} {target} is or holds the input video {video}; write somewhere else")
 
 
 def _check_output(args, kind: str) -> None:
@@ -130,7 +124,7 @@ def run(args) -> int:
 
             check_can_add(args.dataset, name, args.overwrite)  # before the model runs, not after
             for part in ("JPEGImages", "Annotations"):  # the two folders the dataset writer replaces
-                _refuse_replacing_the_video(args.video, Path(args.dataset) / part / name, "--dataset")
+                refuse_replacing_the_video(args.video, Path(args.dataset) / part / name, "--dataset")
         try:
             model = _load_model(args)
             with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:

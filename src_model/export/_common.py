@@ -20,6 +20,16 @@ from ..errors import DatasetFormatError
 UINT16_MAX = np.iinfo(np.uint16).max
 
 
+def refuse_replacing_the_video(video, target, flag: str) -> None:
+    """An output that is, or would replace a folder holding, the input video (symlinks followed).
+
+    OutputExistsError (an OSError), not ValueError: napari reads a writer's ValueError as "this
+    writer cannot write that" and shows only a misleading warning."""
+    video, where = Path(os.path.realpath(video)), Path(os.path.realpath(target))
+    if where == video or where in video.parents:
+        raise OutputExistsError(f"{flag} {target} is or holds the input video {video}; write somewhere else")
+
+
 def check_labels(labels) -> tuple[object, int]:
     """Validate a label volume and return it as (T, H, W) together with its largest id.
 

@@ -127,3 +127,23 @@ def test_widget_is_in_the_plugins_and_layers_menus(make_napari_viewer):
     for menu in ("napari/plugins", "napari/layers/segment", "napari/layers/track"):
         ids = [item.command.id for item in menus.get_menu(menu) if hasattr(item, "command")]
         assert "napari-refsam.make_widget" in ids, menu
+
+
+def test_saving_labels_over_their_own_video_is_refused(make_napari_viewer, qtbot, tmp_path, clip, tiny_model):
+    """The labels of a TIFF video saved to that TIFF's own path: refused (as the CLI refuses it),
+    and the video file stays as it was."""
+    import tifffile
+
+    from refsam_napari_helpers import open_with_widget, segment
+
+    video = tmp_path / "stack.tif"
+    tifffile.imwrite(video, clip.frames, photometric="rgb")
+    before = video.read_bytes()
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, video, tiny_model)
+    segment(qtbot, widget)
+    with pytest.raises(FileExistsError, match="is or holds the input video"):
+        widget.labels_layer.save(str(video), plugin="napari-refsam")
+    assert video.read_bytes() == before
+    written = widget.labels_layer.save(str(tmp_path / "labels.tif"), plugin="napari-refsam")
+    assert written and (tmp_path / "labels.tif").is_file()
