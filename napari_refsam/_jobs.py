@@ -69,37 +69,40 @@ def autosave(session, path):
 
 
 def segment(session, model, video, text: str, token, save_to=None, **propagate_kwargs):
-    """Add a text object and propagate it over the whole video. Returns its id."""
+    """Add a text object and propagate it over the whole video (one undo step). Returns its id."""
     session = yield from _ensure_session(session, model, video, save_to)
-    obj = session.add_object(text=text)
-    yield ("object", obj)
-    yield ("status", f"Segmenting “{text}”…")
-    try:
-        yield from propagate_frames(session, token, obj_ids=[obj], **propagate_kwargs)
-    finally:
-        yield from autosave(session, save_to)
+    with session.edit_group("segment"):
+        obj = session.add_object(text=text)
+        yield ("object", obj)
+        yield ("status", f"Segmenting “{text}”…")
+        try:
+            yield from propagate_frames(session, token, obj_ids=[obj], **propagate_kwargs)
+        finally:
+            yield from autosave(session, save_to)
     return obj
 
 
 def add_prompts(session, model, video, frame: int, prompts, token, direction: str, save_to=None):
-    """Add one object per prompt on ``frame`` (box / points) and propagate them. Returns the ids."""
+    """Add one object per prompt on ``frame`` (box / points) and propagate them (one undo step).
+    Returns the ids."""
     session = yield from _ensure_session(session, model, video, save_to)
     ids = []
-    for prompt in prompts:
-        kwargs = {"frame": frame}
-        if prompt.box is not None:
-            kwargs["box"] = tuple(prompt.box)
-        if prompt.points:
-            kwargs["points"] = [tuple(p) for p in prompt.points]
-            kwargs["labels"] = list(prompt.labels)
-        obj = session.add_object(**kwargs)
-        ids.append(obj)
-        yield ("object", obj)
-    yield ("status", f"Propagating {len(ids)} prompt object(s)…")
-    try:
-        yield from propagate_frames(session, token, start=frame, direction=direction, obj_ids=ids)
-    finally:
-        yield from autosave(session, save_to)
+    with session.edit_group("prompt objects"):
+        for prompt in prompts:
+            kwargs = {"frame": frame}
+            if prompt.box is not None:
+                kwargs["box"] = tuple(prompt.box)
+            if prompt.points:
+                kwargs["points"] = [tuple(p) for p in prompt.points]
+                kwargs["labels"] = list(prompt.labels)
+            obj = session.add_object(**kwargs)
+            ids.append(obj)
+            yield ("object", obj)
+        yield ("status", f"Propagating {len(ids)} prompt object(s)…")
+        try:
+            yield from propagate_frames(session, token, start=frame, direction=direction, obj_ids=ids)
+        finally:
+            yield from autosave(session, save_to)
     return ids
 
 

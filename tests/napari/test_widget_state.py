@@ -60,3 +60,18 @@ def test_no_restore_dialog_from_inside_the_constructor(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: len(asked) == 1, timeout=5_000)  # ... but once the event loop runs
     wait_idle(qtbot, widget2)
     assert isinstance(widget2, RefSAMWidget) and widget2.session is not None
+
+
+def test_one_undo_takes_back_a_whole_segment(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Segment adds an object and propagates it: one Undo removes both (no empty object left in
+    the table), and the first object's labels are as they were."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    before = np.array(widget.session.labels)
+    segment(qtbot, widget, "the blue square")
+    assert sorted(widget.session.objects) == [1, 2]
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    assert sorted(widget.session.objects) == [1] and widget.objects.object_ids() == [1]
+    assert np.array_equal(widget.session.labels, before) and np.array_equal(widget.labels_layer.data, before)
