@@ -113,8 +113,11 @@ class TextEncoder(nn.Module):
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise TextInputError(f"expression {i} is empty; expected a phrase such as 'the red circle', got {text!r}")
+        # One token past the limit tells "too long" apart; an explicit max_length also keeps
+        # transformers from logging its own "sequence length is longer" warning next to ours.
         batch = self.tokenizer(
-            [t.strip() for t in texts], padding=True, truncation=False, return_tensors="pt"
+            [t.strip() for t in texts], padding=True, truncation=True, max_length=self.max_length + 1,
+            return_tensors="pt",
         )
         if batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1)

@@ -207,10 +207,14 @@ def test_empty_expression(tiny_model, text):
         tiny_model.encode_text([text])
 
 
-def test_overlong_expression_truncated_with_warning(tiny_model):
+def test_overlong_expression_truncated_with_warning(tiny_model, caplog):
     with pytest.warns(UserWarning, match="truncated"):
-        prompt = tiny_model.encode_text(["the red circle " * 40])
+        prompt = tiny_model.encode_text(["the red circle " * 200])
     assert prompt.mask.shape[1] == tiny_model.text_encoder.max_length
+    # ours only: not also transformers' own "Token indices sequence length is longer" log line
+    assert not [r for r in caplog.records if "sequence length" in r.getMessage()]
+    exact = tiny_model.encode_text(["red " * 10])  # short: untouched by the one-token-longer probe
+    assert exact.mask.shape[1] == tiny_model.text_encoder.tokenize(["red " * 10])["input_ids"].shape[1]
 
 
 def test_unknown_text_encoder_offline(monkeypatch):

@@ -114,9 +114,14 @@ def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, ca
     (["--dataset", "FILE"], "is a file, not a dataset folder"),
     (["-o", "OUT/l.tif", "--image-size", "100000"], "between 32 and 1024"),
     (["-o", "OUT/l.tif", "--device", "mps"], "MPS"),
+    (["-o", "OUT/dir.tif"], "is a folder; name a .tif/.json file"),  # not "pass --overwrite"
+    (["-o", "OUT/dir.tif", "--overwrite"], "is a folder; name a .tif/.json file"),
+    (["-o", "OUT/.tif"], "names no file, only an ending"),  # not a hidden PNG folder ".tif"
+    (["-o", "OUT/l.tif", "--dataset", "OUT/ds", "--name", ""], "must be a plain folder name"),
 ])
 def test_outputs_and_settings_are_checked_before_any_work(mp4, tmp_path, capsys, extra, message):
     (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "dir.tif").mkdir()
     extra = [e.replace("OUT", str(tmp_path)).replace("VIDEO", str(mp4)).replace("FILE", str(tmp_path / "file.txt"))
              for e in extra]
     assert main(["segment", str(mp4), "--text", "x", *RANDOM_TINY, *extra]) == 2  # extra last: its --device wins

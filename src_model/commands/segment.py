@@ -86,12 +86,14 @@ def _check_output(args, kind: str) -> None:
     from ..export.png import is_png_export_file
 
     target = check_target(args.output, overwrite=True)  # the folder it goes in exists
+    if kind != "png" and target.is_dir():  # said first: --overwrite would not help
+        raise ValueError(f"-o {args.output} is a folder; name a .tif/.json file, or end the path with '/' for PNG frames")
+    if kind == "png" and target.name.lower() in (".tif", ".tiff", ".json"):  # Path(".tif").suffix is ""
+        raise ValueError(f"-o {args.output} names no file, only an ending; e.g. -o labels{target.name}")
     if target.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     if kind == "png":
         check_replaceable_dir(target, is_png_export_file)
-    elif target.is_dir():
-        raise ValueError(f"-o {args.output} is a folder; name a .tif/.json file, or end the path with '/' for PNG frames")
 
 
 def _load_model(args):
@@ -118,7 +120,7 @@ def run(args) -> int:
         for frame, box in boxes:  # checked against the video before the model loads
             check_frame(frame, source.num_frames, "--box frame")
             check_box(box, source.height, source.width)
-        name = args.name or source.name
+        name = source.name if args.name is None else args.name  # "" is refused by the dataset writer
         if args.dataset is not None:
             from ..data.ytvos import check_can_add
 
