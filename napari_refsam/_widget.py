@@ -11,27 +11,28 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from . import _jobs
-from ._autosave import SESSION_FILE, autosave_path, existing_autosave, set_aside
+from ._autosave import SESSION_FILE
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
 from ._prompts import collect_prompts, consume
-from ._reader import NAME_KEY, SOURCE_KEY
+from ._restore import SessionRestore
+from ._reader import SOURCE_KEY
 from ._session_view import LABELS_NAME, SessionView, describe_error
 
 __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
 
 
-class RefSAMWidget(SessionLifetime, SessionView, QWidget):
+class RefSAMWidget(SessionLifetime, SessionRestore, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
 
@@ -203,75 +204,6 @@ class RefSAMWidget(SessionLifetime, SessionView, QWidget):
         if data.ndim == (3 if layer.rgb else 2):  # a single image: a one-frame video
             data = data[None]
         return data
-
-    def autosave_file(self, layer=None):
-        layer = layer if layer is not None else (self.video_layer or self.selected_layer())
-        if layer is None:
-            return None
-        meta = layer.metadata
-        return autosave_path(meta.get(SOURCE_KEY), meta.get(NAME_KEY) or layer.name,
-                             self.autosave_edit.text().strip() or None)
-
-    # ----------------------------------------------------------------------------- restore
-    def _offer_restore_for_selected(self) -> None:
-        self._offer_restore(self.selected_layer())
-
-    def _offer_restore(self, layer) -> bool:
-        """Offer the video's autosave once; True if its restore started (or waits for a model)."""
-        path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
-        # Not while a job runs: a first run's session is still on its way (offered when this video
-        # is picked again, or before the next action on it: ``_ready``).
-        if path is None or path in self._offered or self.session is not None or self._worker is not None:
-            return False
-        self._offered.add(path)
-        accept = self.auto_restore
-        if accept is None:
-            reply = QMessageBox.question(self, "RefSAM", f"A saved RefSAM session exists for “{layer.name}”:\n"
-                                         f"{path}\n\nRestore it?")
-            accept = reply == QMessageBox.StandardButton.Yes
-        if not accept:
-            kept = set_aside(path)
-            show_info(f"RefSAM: the earlier session was kept as {kept}")
-            return False
-        return self.restore_session(path, layer) or self._pending_restore is not None
-
-    def restore_session(self, path, layer=None) -> bool:
-        """Restore an autosaved session onto ``layer`` (default: the selected video), once a model
-        is loaded: the restore waits for it, and stays with that layer if another is picked meanwhile."""
-        layer = self.selected_layer() if layer is None else layer
-        if layer is None or layer not in self.viewer.layers:
-            self._drop_pending_restore()
-            show_warning("RefSAM: open the video of this session first.")
-            return False
-        if self.model is None:
-            if self._pending_restore is not None and self._pending_restore[0] != path:
-                self._drop_pending_restore()
-            self._pending_restore = (path, layer)
-            self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
-            return False
-        self._pending_restore = None
-        if self._refuse_if_busy():  # before the video is switched under the running job
-            self._offered.discard(path)
-            return False
-        self.layer_combo.blockSignals(True)  # the session is switched below, not by the combo's signal
-        self.layer_combo.setCurrentIndex(self.layer_combo.findData(layer))
-        self.layer_combo.blockSignals(False)
-        if self.session is not None and layer is not self.video_layer:
-            self._detach_session()
-        self._use_video(layer, restoring=True)
-        model, video = self.model, self._video_of(layer)
-        own = self.autosave_file(layer)
-        autosave = own is not None and Path(path).resolve() == Path(own).resolve()
-        # A restore that fails and leaves the file in place (a model problem, say) is offered again.
-        return self._start("restoring the session", lambda token: _jobs.restore(model, path, video, autosave),
-                           on_error=lambda result: self._offered.discard(path))
-
-    def _drop_pending_restore(self) -> None:
-        """Forget a restore that waits for a model; its autosave is offered again when its video is
-        picked (else the next autosave there would replace it unasked)."""
-        if self._pending_restore is not None:
-            self._offered.discard(self._pending_restore[0])
-            self._pending_restore = None
 
     # ------------------------------------------------------------------------------- model
     def set_model(self, model) -> None:

@@ -50,7 +50,7 @@ def test_no_restore_dialog_from_inside_the_constructor(make_napari_viewer, qtbot
     segment(qtbot, widget)  # leaves an autosave next to the video
     viewer.close()
     asked = []
-    monkeypatch.setattr("napari_refsam._widget.QMessageBox.question",
+    monkeypatch.setattr("napari_refsam._restore.QMessageBox.question",
                         lambda *a, **k: asked.append(a) or 0x00004000)  # Yes
     fresh = make_napari_viewer()
     fresh.open(str(mp4), plugin="napari-refsam")
