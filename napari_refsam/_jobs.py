@@ -106,14 +106,17 @@ def add_prompts(session, model, video, frame: int, prompts, token, direction: st
     return ids
 
 
-def correct(session, strokes, token, direction: str, propagate: bool, save_to=None):
+def correct(session, strokes, token, direction: str, propagate: bool, save_to=None, model=None, video=None):
     """Lock user-painted pixels as keyframes, then (optionally) re-propagate from each frame.
 
     strokes: ``_corrections.stroke_changes`` dicts in painting order; only the objects a stroke
     touched become keyframes, and a label no object has becomes a new object. Only those objects
     are re-propagated from the frame: the others keep every pixel they had. The corrections and
     their re-propagation are one undo step. Returns {painted label: new object id}.
+    session None: the session of ``video`` is made with ``model`` first (a mask painted before any
+    expression: its labels become the first objects).
     """
+    session = yield from _ensure_session(session, model, video, save_to)
     with session.edit_group("correction"):
         frames, new_ids = apply_strokes(session, strokes)
         for obj in new_ids.values():

@@ -187,7 +187,9 @@ class SessionView:
 
     # --------------------------------------------------------------------------- paint strokes
     def _on_paint(self, event) -> None:
-        if self.session is None or self.labels_layer is None:
+        # No session yet (the layer was made by a run that failed, or by "Add from prompts" with
+        # nothing to add): painted labels start one, as new objects (``apply_corrections``).
+        if self.labels_layer is None or (self.session is None and self.video_layer is None):
             return
         shape = self.labels_layer.data.shape
         stroke = stroke_changes(event.value, shape) if len(shape) == 3 else None
@@ -221,23 +223,33 @@ class SessionView:
         out = []
         for stroke in strokes:
             if not isinstance(stroke, dict):
-                stroke = {t: frame_diff(self.labels_layer.data[t], self.session.labels[t]) for t in sorted(stroke)}
+                stroke = {t: frame_diff(self.labels_layer.data[t], self._session_frame(t)) for t in sorted(stroke)}
                 stroke = {t: change for t, change in stroke.items() if change[0].any()}
             if stroke:
                 out.append(stroke)
         return out
 
+    def _session_frame(self, t: int):
+        session = self.session
+        return session.labels[t] if session is not None else np.zeros(self.labels_layer.data.shape[1:], np.uint8)
+
     def apply_corrections(self, strokes) -> bool:
-        """Make painted pixels keyframes of the objects the strokes touched (one undo step)."""
-        if self.session is None or self.labels_layer is None:
+        """Make painted pixels keyframes of the objects the strokes touched (one undo step). With
+        no session yet, the video's session is made first: painted labels become its objects."""
+        if self.labels_layer is None or (self.session is None and self.video_layer is None):
             return False
         strokes = self._readable(strokes)
         if not strokes:
             return False
+        if self.session is None and self.model is None:
+            show_warning("RefSAM: load a model to propagate the painted mask (Model → Load model), then paint again.")
+            return False
         session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
         auto = self.auto_repropagate.isChecked()
+        model, video = self.model, self._video_of(self.video_layer) if session is None else None
         return self._start("applying the correction", lambda token: _jobs.correct(
-            session, strokes, token, direction, auto, save_to), on_done=self._after_correction)
+            session, strokes, token, direction, auto, save_to, model=model, video=video),
+            on_done=self._after_correction)
 
     def _after_correction(self, result) -> None:
         """A painted label no object had became a new object: the brush now paints that object, so

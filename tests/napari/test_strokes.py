@@ -131,3 +131,22 @@ def test_a_correction_re_propagates_only_the_objects_it_touched(make_napari_view
     assert not np.array_equal(after == 1, before == 1)  # object 1 was re-propagated
     assert np.array_equal(after == 2, before == 2)
     assert np.array_equal(layer.data, after)
+
+
+def test_a_mask_painted_before_any_session_starts_one(make_napari_viewer, qtbot, mp4, tiny_model, notes):
+    """"Add from prompts" with nothing to add leaves an empty labels layer; a mask painted on it
+    is not dropped: it becomes object 1, locked on its frame and propagated from there."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    assert not widget.add_from_prompts()  # no Shapes / Points: a warning, the layer is there
+    layer = widget.labels_layer
+    assert widget.session is None and layer is not None and "no rectangles" in notes.messages()
+    widget.auto_repropagate.setChecked(True)
+    paint_square(viewer, layer, 4, 1, centre=(30, 40), size=10)
+    painted = np.asarray(layer.data[4]) == 1
+    wait_idle(qtbot, widget)
+    session = widget.session
+    assert session is not None and sorted(session.objects) == [1] and session.keyframes == {1: [4]}
+    assert np.array_equal(session.labels[4] == 1, painted) and painted.any()
+    assert np.array_equal(layer.data, session.labels) and widget.objects.object_ids() == [1]
+    assert session.can_undo
