@@ -23,6 +23,7 @@ from ._autosave import SESSION_FILE
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
+from ._paint import PaintCorrections
 from ._prompts import collect_prompts, consume
 from ._restore import SessionRestore
 from ._reader import SOURCE_KEY
@@ -32,7 +33,7 @@ __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
 
 
-class RefSAMWidget(SessionLifetime, SessionRestore, SessionView, QWidget):
+class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
 

@@ -150,3 +150,29 @@ def test_a_mask_painted_before_any_session_starts_one(make_napari_viewer, qtbot,
     assert np.array_equal(session.labels[4] == 1, painted) and painted.any()
     assert np.array_equal(layer.data, session.labels) and widget.objects.object_ids() == [1]
     assert session.can_undo
+
+
+def test_a_stroke_pending_when_the_video_is_switched_is_applied_and_autosaved(make_napari_viewer, qtbot, mp4,
+                                                                             long_mp4, tiny_model, notes):
+    """Another video picked in the same turn as a stroke: the stroke goes into the session being
+    parked, and that session's autosave holds it (no error about applying the stroke)."""
+    from src_model import VideoSession
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    assert widget.segment(TEXT)
+    wait_idle(qtbot, widget)
+    viewer.open(str(long_mp4), plugin="napari-refsam")
+    clip = viewer.layers["clip"]
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(clip))
+    layer, session = widget.labels_layer, widget.session
+    paint_square(viewer, layer, 5, 1, centre=(20, 20), size=6)
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["long"]))  # same turn
+    assert widget.session is None and session.keyframes[1] == [5]
+    wait_idle(qtbot, widget)
+    saved = VideoSession.load(tiny_model, mp4.parent / "clip.mp4.refsam" / SESSION_FILE)
+    try:
+        assert saved.keyframes[1] == [5] and np.array_equal(saved.labels, session.labels)
+    finally:
+        saved.close()
+    assert "error" not in notes.messages().lower()
