@@ -33,9 +33,10 @@ class SessionRestore:
     def _offer_restore(self, layer) -> bool:
         """Offer the video's autosave once; True if its restore started (or waits for a model)."""
         path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
-        # Not while a job runs: a first run's session is still on its way (offered when this video
-        # is picked again, or before the next action on it: ``_ready``).
-        if path is None or path in self._offered or self.session is not None or self._worker is not None:
+        # Not while a job runs: a first run's session may still be on its way (offered when the
+        # job ends, ``_follow_pick``, or before the next action on this video, ``_ready``).
+        if (path is None or path in self._offered or self.session is not None or self._worker is not None
+                or id(layer) in self._parked):  # a parked session is newer than its autosave
             return False
         self._offered.add(path)
         accept = self.auto_restore

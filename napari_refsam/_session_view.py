@@ -181,6 +181,8 @@ class SessionView:
         self._set_busy(self._worker is not None)  # on_done may have started the next job
         self._update_objects()
         self._apply_pending_paint()
+        if not result.released:
+            self._follow_pick()
 
     # ------------------------------------------------------------------------ labels <-> session
     def _ensure_labels_layer(self, shape, labels=None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
@@ -177,8 +177,8 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
 
     def _on_video_changed(self, *_) -> None:
         if self._worker is not None:
-            # The running job keeps its video (a first run's session is still on its way): the
-            # pick takes effect with the next action (``_ready``) or pick.
+            # The running job keeps its video (a first run's session may still be on its way): the
+            # pick takes effect when the job ends (``_follow_pick``).
             return
         layer = self.selected_layer()
         if self.session is not None and layer is not self.video_layer:
@@ -187,6 +187,12 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
             self._use_video(layer)  # back to a video segmented earlier in this viewer
         else:
             self._offer_restore(layer)
+
+    def _follow_pick(self) -> None:
+        """After a job: a video picked while it ran becomes the one RefSAM works on, so the combo
+        and what Undo / Re-propagate / Remove act on agree."""
+        if self._worker is None and self.selected_layer() is not self.video_layer:
+            self._on_video_changed()
 
     def _detach_session(self) -> None:
         """Put the session aside (kept, and autosaved after every change); its layer stays too."""
@@ -251,8 +257,11 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
             return False
         if self.session is not None and layer is not self.video_layer:
             self._detach_session()
-        if self.session is None and id(layer) not in self._parked and self._offer_restore(layer):
-            return False  # picked during a run, its saved session was not offered yet: restored first
+        if self.session is None and self._offer_restore(layer):
+            # Its saved session was not offered yet (say, the offer was declined as a job ran):
+            # restored first; the action is for the user to repeat.
+            show_info("RefSAM: restoring the saved session of this video first; then try again.")
+            return False
         self._use_video(layer)
         return True
 

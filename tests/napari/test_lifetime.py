@@ -137,5 +137,9 @@ def test_a_new_run_on_another_layer_while_busy_is_refused_and_parks_nothing(make
     assert not widget.segment("the second thing") and not widget.add_from_prompts()
     assert widget.session is session and widget._parked == {}  # the running session stays in place
     assert any("busy" in m for _, m in notes.all())
+    first = widget.video_layer
     wait_idle(qtbot, widget)
-    assert widget.session is session and sorted(session.objects) == [1]
+    assert sorted(session.objects) == [1]
+    # Once the run is over the pick takes effect as any pick does (the next action starts on
+    # ``other``): the finished session is parked, not lost.
+    assert widget.video_layer is None and widget.session is None and widget._parked[id(first)][0] is session

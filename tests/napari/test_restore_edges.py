@@ -21,6 +21,25 @@ def segmented_autosave(make_napari_viewer, qtbot, video, model):
     return saved
 
 
+def hold_new_sessions(monkeypatch):
+    """Until the returned event is set, a job that makes a session waits before making it: the
+    "picked before the first run's session arrives" cases happen every time, not by timing
+    (``viewer.open`` may run the event loop, which would deliver an early session)."""
+    import threading
+
+    from napari_refsam import _jobs
+
+    gate, make = threading.Event(), _jobs._ensure_session
+
+    def held(session, *args):
+        if session is None:
+            assert gate.wait(60), "the test never let the session be made"
+        return (yield from make(session, *args))
+
+    monkeypatch.setattr(_jobs, "_ensure_session", held)
+    return gate
+
+
 def test_a_restore_waiting_for_the_model_goes_to_its_own_video(make_napari_viewer, qtbot, mp4, tiny_model,
                                                                monkeypatch):
     from src_model.data.synthetic import generate_clip
@@ -203,8 +222,8 @@ def test_a_layer_painted_while_no_widget_watched_it_is_left_as_it_is(make_napari
 def test_a_video_opened_while_the_first_segment_starts_keeps_its_saved_session(make_napari_viewer, qtbot, mp4,
                                                                                tiny_model, monkeypatch):
     """Opening a video with an autosave while the first run on another video has not made its
-    session yet: that run's session is neither shown as nor saved over the other video's, and the
-    next action on the video picked meanwhile restores its session first."""
+    session yet: that run's session is neither shown as nor saved over the other video's; once the
+    run is over, the video picked meanwhile is taken and its saved session restored."""
     from src_model import VideoSession
     from src_model.data.synthetic import generate_clip
     from src_model.video.source import write_video
@@ -217,14 +236,13 @@ def test_a_video_opened_while_the_first_segment_starts_keeps_its_saved_session(m
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
     clip_layer = viewer.layers["clip"]
-    assert widget.segment("the blue square")  # its session comes back through the event loop
-    viewer.open(str(other), plugin="napari-refsam")  # in the same turn: no session yet
-    wait_idle(qtbot, widget)
-    assert widget.video_layer is clip_layer and widget.session.objects[1]["text"] == "the blue square"
-    assert widget.selected_layer() is viewer.layers["other"]
-    assert not widget.segment("the blue square")  # offered first (and taken): no new session over it
-    wait_idle(qtbot, widget)
-    assert widget.video_layer is viewer.layers["other"]
+    gate = hold_new_sessions(monkeypatch)
+    assert widget.segment("the blue square")
+    viewer.open(str(other), plugin="napari-refsam")
+    assert widget.session is None and widget.selected_layer() is viewer.layers["other"]
+    gate.set()
+    # Once the run is over the pick takes effect: the restore is offered (and taken).
+    qtbot.waitUntil(lambda: widget.video_layer is viewer.layers["other"] and not widget.is_busy, timeout=120_000)
     assert np.array_equal(widget.session.labels, saved) and widget.session.objects[1]["text"] == TEXT
     assert np.array_equal(widget.labels_layer.data, saved)
     parked, parked_labels = widget._parked[id(clip_layer)]
@@ -269,7 +287,7 @@ def test_a_new_session_never_replaces_an_autosave_it_was_not_restored_from(tmp_p
 
 
 def test_picking_a_parked_video_while_the_first_segment_starts_keeps_both_sessions(make_napari_viewer, qtbot,
-                                                                                    mp4, tiny_model):
+                                                                                    mp4, tiny_model, monkeypatch):
     """Picking a video segmented earlier (its session parked) before the first run on another video
     has made its session: neither session takes the other's place or layers."""
     from src_model.data.synthetic import generate_clip
@@ -284,13 +302,45 @@ def test_picking_a_parked_video_while_the_first_segment_starts_keeps_both_sessio
     clip_layer, other_layer = viewer.layers["clip"], viewer.layers["other"]
     widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(clip_layer))  # "other" is parked
     assert widget.session is None and id(other_layer) in widget._parked
+    gate = hold_new_sessions(monkeypatch)
     assert widget.segment("the blue square")
-    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other_layer))  # same turn: no session yet
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other_layer))
+    assert widget.session is None and widget.video_layer is clip_layer  # no session yet
+    gate.set()
     wait_idle(qtbot, widget)
-    assert widget.video_layer is clip_layer and widget.session is not first
-    assert widget.session.objects[1]["text"] == "the blue square"
-    assert widget._parked[id(other_layer)] == (first, first_labels)
-    assert widget.labels_layer is not first_labels and first.objects[1]["text"] == TEXT
-    assert widget.segment("the red ball")  # the next action follows the pick: back to "other"
-    wait_idle(qtbot, widget)
+    second = widget._parked[id(clip_layer)][0]
+    assert second is not first and second.objects[1]["text"] == "the blue square"
+    # Once the run is over the pick takes effect: back to "other" and its own session.
     assert widget.video_layer is other_layer and widget.session is first and widget.labels_layer is first_labels
+    assert widget._parked[id(clip_layer)][0] is second and first.objects[1]["text"] == TEXT
+
+
+def test_picking_a_parked_video_while_a_model_loads_adopts_its_session(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                       monkeypatch):
+    """A video whose session is parked, picked while Load model runs: once loaded, that very session
+    comes back (with its undo history), not a restore of its own older autosave."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    from napari_refsam import _jobs
+
+    def load_model(kwargs):  # the bundled model would move the session; the same model keeps it
+        yield ("status", "Loading model…")
+        return tiny_model
+
+    monkeypatch.setattr(_jobs, "load_model", load_model)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    other = write_video(mp4.parent / "other.mp4", generate_clip(9, num_frames=12, size=(64, 96)).frames, fps=10)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, other, tiny_model)
+    segment(qtbot, widget)
+    first = widget.session
+    viewer.open(str(mp4), plugin="napari-refsam")
+    clip_layer, other_layer = viewer.layers["clip"], viewer.layers["other"]
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(clip_layer))
+    assert widget.session is None and id(other_layer) in widget._parked
+    assert widget.load_model()
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other_layer))  # during the load
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is other_layer and widget.session is first and first.can_undo
+    assert widget._parked == {} and not list((mp4.parent / "other.mp4.refsam").glob("session-*.npz"))
