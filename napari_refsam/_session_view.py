@@ -230,7 +230,7 @@ class SessionView:
         for layer in reversed(self.viewer.layers):
             if (layer.metadata.get(VIDEO_LAYER_KEY) == video.unique_id and id(layer) not in held
                     and getattr(layer, "data", None) is not None and layer.data.shape == tuple(shape)
-                    and layer.data.dtype == labels.dtype and np.array_equal(layer.data, labels)):
+                    and layer.data.dtype == labels.dtype and _same_frames(layer.data, labels)):
                 return layer
         return None
 
@@ -316,3 +316,9 @@ class SessionView:
         overlay = canvas.overlays.text if canvas is not None else self.viewer.text_overlay
         overlay.text = text if on_keyframe else ""
         overlay.visible = on_keyframe and self.session is not None
+
+
+def _same_frames(a, b) -> bool:
+    """Frame by frame, stopping at the first difference: this runs on the GUI thread, and a whole
+    long video compared at once would also need a video-sized boolean array."""
+    return all(np.array_equal(a[t], b[t]) for t in range(len(a)))
