@@ -117,7 +117,9 @@ def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, ca
     (["-o", "OUT/dir.tif"], "is a folder; name a .tif/.json file"),  # not "pass --overwrite"
     (["-o", "OUT/dir.tif", "--overwrite"], "is a folder; name a .tif/.json file"),
     (["-o", "OUT/.tif"], "names no file, only an ending"),  # not a hidden PNG folder ".tif"
-    (["-o", "OUT/l.tif", "--dataset", "OUT/ds", "--name", ""], "must be a plain folder name"),
+    (["-o", "OUT/l.tif", "--dataset", "OUT/ds", "--name", ""], "--name is empty"),
+    (["-o", "OUT/l.json", "--name", " "], "--name is empty"),  # the exports carry the name too
+    (["-o", "OUT/l.tif", "--dataset", "OUT/ds", "--name", "a/b"], "must be a plain folder name"),
 ])
 def test_outputs_and_settings_are_checked_before_any_work(mp4, tmp_path, capsys, extra, message):
     (tmp_path / "file.txt").write_text("x")

@@ -43,6 +43,8 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
     for text in args.text:
         if not text.strip():
             raise ValueError("--text is empty; give an expression such as --text 'the red circle'")
+    if args.name is not None and not args.name.strip():
+        raise ValueError("--name is empty; give the video a name, or leave --name out to use the file name")
     if args.output is None and args.dataset is None:
         raise ValueError("give -o OUT (a .tif/.tiff, .json or folder/) and/or --dataset DIR")
     if args.output is not None:
@@ -120,7 +122,7 @@ def run(args) -> int:
         for frame, box in boxes:  # checked against the video before the model loads
             check_frame(frame, source.num_frames, "--box frame")
             check_box(box, source.height, source.width)
-        name = source.name if args.name is None else args.name  # "" is refused by the dataset writer
+        name = source.name if args.name is None else args.name
         if args.dataset is not None:
             from ..data.ytvos import check_can_add
 
