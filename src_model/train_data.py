@@ -27,9 +27,10 @@ def build_dataset(opts):
                                 "or --data synthetic)")
     dataset = RefClipDataset(opts.data, opts.split, num_frames=opts.num_frames, size=opts.size, seed=opts.seed,
                              objects_per_clip=opts.objects_per_clip)
-    if opts.size is None:
-        dataset.size = common_frame_size(dataset.videos)
     skipped = dataset.unannotated
+    if opts.size is None and opts.batch_size > 1:  # one clip per batch may keep its own size
+        trained = {item[0] for item in dataset.items}  # a video with nothing to train on has no say
+        dataset.size = common_frame_size({name: dataset.videos[name] for name in trained})
     if len(dataset) == 0:
         why = f"; {len(skipped)} video(s) have no annotation PNGs, e.g. Annotations/{skipped[0]}/" if skipped else ""
         raise DatasetFormatError(f"--data {opts.data}: no expressions with object ids and masks to train on{why}")
@@ -41,7 +42,8 @@ def build_dataset(opts):
 
 def common_frame_size(videos) -> tuple[int, int] | None:
     """None when every video has one frame size; else the most common (H, W), to which all clips
-    are then resized (a batch stacks clips of one size). Only image headers are read."""
+    are then resized, aspect ratio not kept (a batch stacks clips of one size). Only image headers
+    are read."""
     from collections import Counter
 
     from PIL import Image
@@ -55,7 +57,8 @@ def common_frame_size(videos) -> tuple[int, int] | None:
         return None
     size = sizes.most_common(1)[0][0]
     print(f"refsam train: the videos have {len(sizes)} frame sizes; every clip is resized to "
-          f"{size[0]}x{size[1]}, the most common (--size N for N x N)", file=sys.stderr)
+          f"{size[0]}x{size[1]}, the most common, stretching the others to it (--size N for N x N; "
+          "--batch-size 1 keeps each clip's size)", file=sys.stderr)
     return size
 
 

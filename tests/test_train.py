@@ -421,13 +421,23 @@ def test_videos_of_different_frame_sizes_train_in_one_batch(tmp_path, capsys):
     write_synthetic_dataset(data, 2, seed=5, split="train", num_frames=4, size=(64, 80))
     write_synthetic_dataset(data, 1, seed=6, split="train", num_frames=4, size=(48, 64))
     assert common_frame_size(read_dataset(data, "train")) == (64, 80)
+    # Videos without annotations (nothing to train on) do not choose the size.
+    write_synthetic_dataset(data, 2, seed=7, split="train", num_frames=4, size=(48, 64))
+    for name in read_dataset(data, "train"):
+        if name.endswith(("7000000", "7000001")):
+            shutil.rmtree(data / "train" / "Annotations" / name)
     capsys.readouterr()
     rc = main(["train", "--data", str(data), "--split", "train", "--steps", "3", "--batch-size", "3",
                "--num-frames", "2", "--device", "cpu", "--no-progress", "--from-scratch", "--image-size", "64",
                "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "2 frame sizes" in err and "64x80" in err
+    assert "2 frame sizes" in err and "64x80" in err and "skipping 2 video(s)" in err
+    # One clip per batch keeps each clip's own size: nothing is stretched, nothing said.
+    assert main(["train", "--data", str(data), "--split", "train", "--steps", "2", "--batch-size", "1",
+                 "--num-frames", "2", "--device", "cpu", "--no-progress", "--from-scratch", "--image-size", "64",
+                 "--out", str(tmp_path / "run1")]) == 0
+    assert "frame sizes" not in capsys.readouterr().err
     assert main(["train", "--data", str(data / "train" / "meta_expressions.json"), "--steps", "1",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "not a folder" in capsys.readouterr().err
