@@ -1,6 +1,8 @@
 """RefSAM model: exactness against segment_anything, freezing, padding, save/load, bad input."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -213,8 +215,13 @@ def test_overlong_expression_truncated_with_warning(tiny_model, caplog):
     assert prompt.mask.shape[1] == tiny_model.text_encoder.max_length
     # ours only: not also transformers' own "Token indices sequence length is longer" log line
     assert not [r for r in caplog.records if "sequence length" in r.getMessage()]
-    exact = tiny_model.encode_text(["red " * 10])  # short: untouched by the one-token-longer probe
-    assert exact.mask.shape[1] == tiny_model.text_encoder.tokenize(["red " * 10])["input_ids"].shape[1]
+    # Exactly at the limit (CLS + words + SEP) is not too long: no warning, nothing cut.
+    limit = tiny_model.text_encoder.max_length
+    at_limit = "red " * (limit - 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokens = tiny_model.text_encoder.tokenize([at_limit])["input_ids"]
+    assert tokens.shape[1] == limit and tokens[0, -1].item() == tiny_model.text_encoder.tokenizer.sep_token_id
 
 
 def test_unknown_text_encoder_offline(monkeypatch):
