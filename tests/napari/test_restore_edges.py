@@ -170,6 +170,18 @@ def test_a_dropped_pending_restore_is_offered_again_not_overwritten(make_napari_
     assert np.array_equal(widget.labels_layer.data, saved)  # offered again and restored, not lost
 
 
+def segment_then_close_the_dock(make_napari_viewer, qtbot, video, model, monkeypatch):
+    """A viewer whose RefSAM dock segmented ``video`` and was closed: (viewer, its labels layer,
+    the labels it showed); a dock opened again restores on its own (``auto_restore``)."""
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    first = open_with_widget(viewer, video, model)
+    segment(qtbot, first)
+    layer = first.labels_layer
+    viewer.window.remove_dock_widget(first)
+    return viewer, layer, np.array(layer.data)
+
+
 def test_reopening_the_dock_restores_into_the_same_labels_layer(make_napari_viewer, qtbot, mp4, tiny_model,
                                                                 monkeypatch):
     """Closing the RefSAM dock and opening it again from the Plugins menu: the restored session goes
@@ -178,14 +190,8 @@ def test_reopening_the_dock_restores_into_the_same_labels_layer(make_napari_view
 
     from refsam_napari_helpers import paint_square
 
-    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
-    viewer = make_napari_viewer()
-    first = open_with_widget(viewer, mp4, tiny_model)
-    segment(qtbot, first)
-    layer, saved = first.labels_layer, np.array(first.labels_layer.data)
-    viewer.window.remove_dock_widget(first)
+    viewer, layer, saved = segment_then_close_the_dock(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch)
     _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
-    assert widget is not first
     widget.set_model(tiny_model)  # the autosave is offered and taken
     wait_idle(qtbot, widget)
     assert [x for x in viewer.layers if isinstance(x, Labels)] == [layer]
@@ -203,12 +209,7 @@ def test_a_layer_painted_while_no_widget_watched_it_is_left_as_it_is(make_napari
     layer, and the old one keeps the stroke (nothing the user drew is overwritten)."""
     from refsam_napari_helpers import paint_square
 
-    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
-    viewer = make_napari_viewer()
-    first = open_with_widget(viewer, mp4, tiny_model)
-    segment(qtbot, first)
-    layer, saved = first.labels_layer, np.array(first.labels_layer.data)
-    viewer.window.remove_dock_widget(first)
+    viewer, layer, saved = segment_then_close_the_dock(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch)
     paint_square(viewer, layer, 4, 7, centre=(10, 10), size=6)
     painted = np.array(layer.data)
     assert not np.array_equal(painted, saved)

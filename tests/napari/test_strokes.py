@@ -45,13 +45,19 @@ def test_stroke_during_a_run_locks_only_the_objects_it_touched(make_napari_viewe
     assert np.array_equal(widget.labels_layer.data, session.labels)
 
 
-def test_one_stroke_is_one_undo_step(make_napari_viewer, qtbot, mp4, tiny_model):
-    """Object 1 painted over object 2, re-propagated automatically: one Undo reverts it all."""
-    viewer = make_napari_viewer()
-    widget = open_with_widget(viewer, mp4, tiny_model)
+def segment_two_objects(viewer, qtbot, video, model):
+    """The RefSAM widget on ``video`` with TEXT as object 1 and OTHER as object 2."""
+    widget = open_with_widget(viewer, video, model)
     for text in (TEXT, OTHER):
         assert widget.segment(text)
         wait_idle(qtbot, widget)
+    return widget
+
+
+def test_one_stroke_is_one_undo_step(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Object 1 painted over object 2, re-propagated automatically: one Undo reverts it all."""
+    viewer = make_napari_viewer()
+    widget = segment_two_objects(viewer, qtbot, mp4, tiny_model)
     layer, session = widget.labels_layer, widget.session
     before, keyframes = np.array(session.labels), session.keyframes
     ys, xs = np.nonzero(layer.data[5] == 2)
@@ -110,10 +116,7 @@ def test_a_correction_re_propagates_only_the_objects_it_touched(make_napari_view
     """A stroke of object 1 away from object 2, re-propagated both ways: object 2 keeps every pixel
     on every frame (re-decoding it backward from the stroke would have moved it)."""
     viewer = make_napari_viewer()
-    widget = open_with_widget(viewer, long_mp4, tiny_model)
-    for text in (TEXT, OTHER):
-        assert widget.segment(text)
-        wait_idle(qtbot, widget)
+    widget = segment_two_objects(viewer, qtbot, long_mp4, tiny_model)
     layer, session = widget.labels_layer, widget.session
     before = np.array(session.labels)
     frame = 30
