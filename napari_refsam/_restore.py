@@ -77,9 +77,11 @@ class SessionRestore:
         model, video = self.model, self._video_of(layer)
         own = self.autosave_file(layer)
         autosave = own is not None and Path(path).resolve() == Path(own).resolve()
-        # A restore that fails and leaves the file in place (a model problem, say) is offered again.
+        # A restore that fails and leaves the file in place (a model problem, say) is offered again
+        # with the next model, not before each action: on this model it would fail each time, and
+        # a new session here keeps the file under a dated name (``_jobs._ensure_session``).
         return self._start("restoring the session", lambda token: _jobs.restore(model, path, video, autosave),
-                           on_error=lambda result: self._offered.discard(path))
+                           on_error=lambda result: self._retry_with_next_model.add(path))
 
     def _drop_pending_restore(self) -> None:
         """Forget a restore that waits for a model; its autosave is offered again when its video is

@@ -45,6 +45,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
         self._init_session_view()  # session, labels_layer, job state
         self._pending_restore = None
         self._offered: set = set()  # autosaves already offered (asked once per file)
+        self._retry_with_next_model: set = set()  # autosaves whose restore failed on the model in use
         # Sessions of other video layers, kept while the user looks at another one (an in-memory
         # clip has no autosave to come back to): {id(image layer): (session, labels layer)}.
         self._parked: dict = {}
@@ -231,6 +232,9 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
             self._offer_restore(self.selected_layer())
 
     def _take_model(self, model) -> None:
+        if model is not self.model:  # a restore that failed on the old model may work on this one
+            self._offered -= self._retry_with_next_model
+            self._retry_with_next_model.clear()
         self.model = model
         device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
         self.status.setText(f"Model ready: {model.config.preset} on {device}.")

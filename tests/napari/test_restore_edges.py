@@ -147,6 +147,39 @@ def test_a_failed_restore_of_a_file_the_user_picked_leaves_the_file_alone(make_n
     assert mine.is_file() and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == ["my_run.npz"]
 
 
+def test_a_restore_the_model_cannot_take_waits_for_the_next_model(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                  notes, monkeypatch):
+    """An autosave with an expression, opened with a prompts-only model: the restore fails once, and
+    is not tried again before every action (a box can still be segmented; the autosave is then
+    kept under a dated name). With the next model it is offered, and restored, again."""
+    from src_model.weights import load_refsam
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, load_refsam(None, preset="tiny", text_encoder=False, device="cpu"))
+    wait_idle(qtbot, widget)
+    assert "no text encoder" in notes.messages() and widget.session is None
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([[[2, 10, 20], [2, 10, 50], [2, 40, 50], [2, 40, 20]]], shape_type="rectangle")
+    assert widget.add_from_prompts()  # not another failing restore first
+    wait_idle(qtbot, widget)
+    assert sorted(widget.session.objects) == [1] and widget.session.objects[1]["text"] is None
+    folder = mp4.parent / "clip.mp4.refsam"
+    kept = list(folder.glob("session-*.npz"))
+    assert len(kept) == 1 and str(kept[0]) in notes.messages()
+    # The set-aside file is the user's to restore; a fresh viewer with a text model restores the
+    # video's current autosave (the box session) — and a failed restore is retried on a new model:
+    viewer2 = make_napari_viewer()
+    kept[0].replace(folder / "session.npz")  # the expression session is the autosave again
+    other = open_with_widget(viewer2, mp4, load_refsam(None, preset="tiny", text_encoder=False, device="cpu"))
+    wait_idle(qtbot, other)
+    assert other.session is None
+    other.set_model(tiny_model)
+    wait_idle(qtbot, other)
+    assert other.session is not None and np.array_equal(other.labels_layer.data, saved)
+
+
 def test_a_dropped_pending_restore_is_offered_again_not_overwritten(make_napari_viewer, qtbot, mp4, tiny_model,
                                                                     monkeypatch):
     from src_model.data.synthetic import generate_clip
