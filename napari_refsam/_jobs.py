@@ -86,15 +86,10 @@ def add_prompts(session, model, video, frame: int, prompts, token, direction: st
     """Add one object per prompt on ``frame`` (box / points) and propagate them (one undo step).
     Returns the ids."""
     session = yield from _ensure_session(session, model, video, save_to)
+    requests = [_prompt_object(session, frame, prompt) for prompt in prompts]  # all checked: none or all added
     ids = []
     with session.edit_group("prompt objects"):
-        for prompt in prompts:
-            kwargs = {"frame": frame}
-            if prompt.box is not None:
-                kwargs["box"] = tuple(prompt.box)
-            if prompt.points:
-                kwargs["points"] = [tuple(p) for p in prompt.points]
-                kwargs["labels"] = list(prompt.labels)
+        for kwargs in requests:
             obj = session.add_object(**kwargs)
             ids.append(obj)
             yield ("object", obj)
@@ -104,6 +99,19 @@ def add_prompts(session, model, video, frame: int, prompts, token, direction: st
         finally:
             yield from autosave(session, save_to)
     return ids
+
+
+def _prompt_object(session, frame: int, prompt) -> dict:
+    """``add_object`` arguments for one prompt, checked against the video (PromptError if bad)."""
+    from src_model.video.objects import check_box, check_frame, check_points
+
+    height, width = session.frame_shape
+    kwargs = {"frame": check_frame(frame, session.num_frames)}
+    if prompt.box is not None:
+        kwargs["box"] = tuple(check_box(prompt.box, height, width))
+    if prompt.points:
+        kwargs["points"], kwargs["labels"] = check_points(prompt.points, prompt.labels, height, width)
+    return kwargs
 
 
 def correct(session, strokes, token, direction: str, propagate: bool, save_to=None, model=None, video=None):

@@ -1,14 +1,18 @@
-"""SAM-style prompts from napari layers: rectangles of a Shapes layer, clicks of a Points layer.
+"""SAM-style prompts from napari layers: rectangles (and ellipses, polygons: their bounding box) of
+a Shapes layer, clicks of a Points layer.
 
 Coordinates go layer data -> world -> video-layer data, so prompts line up with the video even
 when the layers have different scales or offsets. Only prompts on the given frame count (a 2-D
-prompt layer applies to every frame).
+prompt layer applies to every frame). Boxes are clipped to the frame: napari puts pixel edges at
+-0.5, so a rectangle dragged from the image corner starts just outside it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+BOX_KINDS = ("rectangle", "ellipse", "polygon")
 
 
 @dataclass
@@ -17,18 +21,33 @@ class Prompt:
     box: tuple | None = None
     points: list = field(default_factory=list)
     labels: list = field(default_factory=list)
-    sources: list = field(default_factory=list)  # (layer, index) pairs removed once the object exists
+    # (layer, the shape's vertices or the point's coordinates) removed once the object exists:
+    # found again by value, since the layer may be edited while the object is being made.
+    sources: list = field(default_factory=list)
+
+
+def frame_size(video_layer) -> tuple[int, int]:
+    """(height, width) of the video layer's frames."""
+    data = video_layer.data[0] if video_layer.multiscale else video_layer.data
+    shape = data.shape[:-1] if video_layer.rgb else data.shape
+    return int(shape[-2]), int(shape[-1])
 
 
 def _to_video_yx(layer, coords: np.ndarray, video_layer) -> np.ndarray:
-    """(N, D) layer coordinates -> (N, 3) (t, y, x) in the video layer's data coordinates."""
+    """(N, D) layer coordinates -> (N, 3) (t, y, x) in the video layer's data coordinates; t is
+    NaN for a 2-D prompt layer over a (T, H, W) video (it applies to every frame)."""
     out = []
     for c in coords:
         world = np.asarray(layer.data_to_world(c), dtype=float)
-        if world.size < video_layer.ndim:  # a 2-D prompt layer over a (T, H, W) video
-            world = np.concatenate([np.full(video_layer.ndim - world.size, np.nan), world])
-        data = np.asarray(video_layer.world_to_data(world[-video_layer.ndim:]), dtype=float)
-        out.append(data[:3] if data.size >= 3 else np.concatenate([[np.nan], data[:2]]))
+        missing = max(0, video_layer.ndim - world.size)
+        # Zeros, not NaN, through the transform: its matrix product would spread a NaN to y and x.
+        world = np.concatenate([np.zeros(missing), world])[-video_layer.ndim:]
+        data = np.asarray(video_layer.world_to_data(world), dtype=float)
+        if data.size < 3:  # a single-image video layer
+            data = np.concatenate([[0.0], data[-2:]])
+        elif missing:
+            data = np.concatenate([[np.nan], data[-2:]])
+        out.append(data[:3])
     return np.asarray(out, dtype=float).reshape(-1, 3)
 
 
@@ -48,49 +67,71 @@ def _point_labels(layer, count: int) -> list[int]:
     return [1] * count
 
 
-def collect_prompts(layers, video_layer, frame: int) -> list[Prompt]:
-    """One Prompt per rectangle on ``frame``; points inside a box refine it, the rest form one object."""
+def collect_prompts(layers, video_layer, frame: int) -> tuple[list[Prompt], list[str]]:
+    """One Prompt per box on ``frame``; points inside a box refine it, the rest form one object.
+    Also returns what was left out and why (boxes and clicks outside the frame, empty boxes)."""
     from napari.layers import Points, Shapes
 
+    height, width = frame_size(video_layer)
     boxes: list[Prompt] = []
     loose = Prompt()
+    skipped: list[str] = []
     for layer in layers:
         if isinstance(layer, Shapes):
-            for i, (verts, kind) in enumerate(zip(layer.data, layer.shape_type)):
-                if kind not in ("rectangle", "polygon"):
+            for verts, kind in zip(layer.data, layer.shape_type):
+                if kind not in BOX_KINDS:
                     continue
                 tyx = _to_video_yx(layer, np.asarray(verts), video_layer)
                 if not _on_frame(tyx, frame):
                     continue
-                y0, x0 = tyx[:, 1].min(), tyx[:, 2].min()
-                y1, x1 = tyx[:, 1].max(), tyx[:, 2].max()
-                boxes.append(Prompt(box=(float(x0), float(y0), float(x1), float(y1)), sources=[(layer, i)]))
+                x0, x1 = np.clip([tyx[:, 2].min(), tyx[:, 2].max()], 0, width)
+                y0, y1 = np.clip([tyx[:, 1].min(), tyx[:, 1].max()], 0, height)
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    skipped.append(f"a {kind} of '{layer.name}' (empty, or outside the {width}x{height} frame)")
+                    continue
+                boxes.append(Prompt(box=(float(x0), float(y0), float(x1), float(y1)),
+                                    sources=[(layer, np.array(verts))]))
         elif isinstance(layer, Points) and len(layer.data):
             tyx = _to_video_yx(layer, np.asarray(layer.data), video_layer)
             labels = _point_labels(layer, len(tyx))
-            for i, (p, lab) in enumerate(zip(tyx, labels)):
+            for coords, p, lab in zip(layer.data, tyx, labels):
                 if not _on_frame(p[None], frame):
                     continue
                 x, y = float(p[2]), float(p[1])
+                if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):  # off the image
+                    skipped.append(f"a click of '{layer.name}' at ({x:.0f}, {y:.0f}), outside the "
+                                   f"{width}x{height} frame")
+                    continue
+                x, y = min(max(x, 0.0), width), min(max(y, 0.0), height)
                 owner = next((b for b in boxes if b.box[0] <= x <= b.box[2] and b.box[1] <= y <= b.box[3]), None)
                 target = owner or loose
                 target.points.append((x, y))
                 target.labels.append(lab)
-                target.sources.append((layer, i))
+                target.sources.append((layer, np.array(coords)))
     if loose.points and any(lab == 1 for lab in loose.labels):
         boxes.append(loose)
-    return boxes
+    return boxes, skipped
 
 
 def consume(prompts: list[Prompt]) -> None:
-    """Remove the shapes and points that became objects, so a second click adds nothing twice."""
+    """Remove the shapes and points that became objects, so a second click adds nothing twice.
+    Matched by value: shapes added, moved or deleted meanwhile are left as the user made them."""
     from napari.layers import Points, Shapes
 
     by_layer: dict = {}
     for prompt in prompts:
-        for layer, index in prompt.sources:
-            by_layer.setdefault(id(layer), (layer, set()))[1].add(index)
-    for layer, indices in by_layer.values():
-        if isinstance(layer, (Points, Shapes)):
-            layer.selected_data = set(indices)
+        for layer, value in prompt.sources:
+            by_layer.setdefault(id(layer), (layer, []))[1].append(value)
+    for layer, values in by_layer.values():
+        if not isinstance(layer, (Points, Shapes)):
+            continue
+        items = list(layer.data)
+        found = set()
+        for value in values:
+            index = next((i for i, item in enumerate(items) if i not in found
+                          and np.shape(item) == value.shape and np.array_equal(item, value)), None)
+            if index is not None:
+                found.add(index)
+        if found:
+            layer.selected_data = found
             layer.remove_selected()

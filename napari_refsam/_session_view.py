@@ -102,9 +102,11 @@ class SessionView:
             show_warning("RefSAM is busy; wait for the current run or press Cancel.")
         return self._worker is not None
 
-    def _start(self, action: str, make_body, on_done=None, uses_video: bool = True, on_error=None) -> bool:
+    def _start(self, action: str, make_body, on_done=None, uses_video: bool = True, on_error=None,
+               on_end=None) -> bool:
         """Run ``make_body(token)`` (a ``_jobs`` generator) in a thread worker; ``on_done(result)``
-        after it succeeds, ``on_error(result)`` after the error is shown.
+        after it succeeds, ``on_error(result)`` after the error is shown, ``on_end(result)`` after
+        either or a cancel (not when its video was closed).
 
         uses_video: the job works on the session of ``video_layer`` (or makes it); removing that
         layer releases the job (``_lifetime``). False for jobs that leave the session alone.
@@ -125,7 +127,7 @@ class SessionView:
         self.progress.setValue(0)
         worker = run_job(make_body(token), result, token)
         worker.yielded.connect(self._on_yield)
-        worker.finished.connect(lambda: self._finish_if_alive(action, result, on_done, on_error))
+        worker.finished.connect(lambda: self._finish_if_alive(action, result, (on_done, on_error, on_end)))
         self._worker = worker
         self._set_busy(True)
         self.status.setText(f"{action[0].upper()}{action[1:]}…")
@@ -150,14 +152,14 @@ class SessionView:
         elif kind == "warning":
             show_warning(item[1])
 
-    def _finish_if_alive(self, action: str, result: JobResult, on_done, on_error=None) -> None:
+    def _finish_if_alive(self, action: str, result: JobResult, callbacks) -> None:
         try:
-            self._finish(action, result, on_done, on_error)
+            self._finish(action, result, *callbacks)
         except RuntimeError as exc:  # the viewer (and this widget) closed while the job ran
             if "has been deleted" not in str(exc):
                 raise
 
-    def _finish(self, action: str, result: JobResult, on_done, on_error=None) -> None:
+    def _finish(self, action: str, result: JobResult, on_done, on_error, on_end) -> None:
         self._worker = self._token = self._result = None
         self._live.flush()
         self._live.close()
@@ -172,12 +174,17 @@ class SessionView:
             self.status.setText(f"The video was closed: the run stopped; its session was {saved}closed.")
         if result.warning is not None:
             show_warning(result.warning)
-        if result.error is not None:
-            show_error(describe_error(action, result.error))
-            if on_error is not None:
-                on_error(result)
-        elif on_done is not None and not result.cancelled:
-            on_done(result)  # after the generic status, so its own message (and next job) win
+        try:
+            if result.error is not None:
+                show_error(describe_error(action, result.error))
+                if on_error is not None:
+                    on_error(result)
+            elif on_done is not None and not result.cancelled:
+                on_done(result)  # after the generic status, so its own message (and next job) win
+            if on_end is not None and not result.released:
+                on_end(result)
+        except Exception as exc:  # noqa: BLE001 - a follow-up step failed: said, and the widget stays usable
+            show_error(describe_error(f"finishing {action}", exc))
         self._set_busy(self._worker is not None)  # on_done may have started the next job
         self._update_objects()
         self._apply_pending_paint()
@@ -304,7 +311,16 @@ class SessionView:
         self._set_busy(self._worker is not None)  # undo / re-propagate / remove follow the session
 
     def _current_frame(self) -> int:
-        return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim else 0
+        """The frame of the video shown now: its own index, through its scale and translate (the
+        viewer's step counts in the finest time step of all layers)."""
+        layer = self.video_layer or self.selected_layer()
+        if layer is None or layer not in self.viewer.layers:
+            return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim else 0
+        if layer.ndim < 3:  # a single image: one frame
+            return 0
+        world = np.asarray(self.viewer.dims.point, dtype=float)[-layer.ndim:]
+        t = float(np.asarray(layer.world_to_data(world))[0])
+        return int(min(max(round(t), 0), layer.data.shape[0] - 1))
 
     def _update_frame_label(self, *_) -> None:
         frame = self._current_frame()

@@ -172,7 +172,8 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
         from napari.layers import Image
 
         self._refresh_layer_choices()
-        if isinstance(event.value, Image) and self.session is None:
+        # Not while a job runs: a first run's session is on its way, and is what the dock shows.
+        if isinstance(event.value, Image) and self.session is None and self._worker is None:
             self.layer_combo.setCurrentIndex(self.layer_combo.findData(event.value))
             self._offer_restore(event.value)
 
@@ -310,16 +311,20 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
         if not self._ready():
             return False
         frame = self._current_frame()
-        prompts = collect_prompts(self.viewer.layers, self.video_layer, frame)
+        prompts, skipped = collect_prompts(self.viewer.layers, self.video_layer, frame)
+        if skipped:
+            show_warning(f"RefSAM: left out {'; '.join(skipped)}.")
         if not prompts:
             show_warning(f"RefSAM: no rectangles (Shapes layer) or clicks (Points layer) on frame {frame}.")
             return False
         session, model, video, save_to = self.session, self.model, self._video_of(self.video_layer), \
             self.autosave_file()
         direction = self.direction.currentText()
+        # The prompts that became objects go, even if the run is cancelled or fails while
+        # propagating: a second click must not add them twice.
         return self._start("adding prompt objects", lambda token: _jobs.add_prompts(
             session, model, video, frame, prompts, token, direction, save_to),
-            on_done=lambda result: consume(prompts))
+            on_end=lambda result: consume(prompts[:len(result.objects)]))
 
     def repropagate(self, frame: int | None = None) -> bool:
         if self.session is None:

@@ -34,6 +34,7 @@ class JobResult:
     error: BaseException | None = None
     cancelled: bool = False
     frames: set = field(default_factory=set)  # frames yielded (whose labels may have changed)
+    objects: list = field(default_factory=list)  # ids of the objects the job added, in order
     saved: str | None = None     # where the job's own autosave went (its last step)
     released: bool = False       # the session was let go: autosaved and closed after the job
     warning: str | None = None   # a non-fatal failure while letting it go
@@ -148,6 +149,8 @@ def run_job(body, result: JobResult, token: CancelToken):
             elif item[0] == "saved":
                 result.saved = item[1]
                 continue
+            elif item[0] == "object":
+                result.objects.append(item[1])
             yield item
     except CancelledError:
         result.cancelled = True

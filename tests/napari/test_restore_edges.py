@@ -256,8 +256,8 @@ def test_a_layer_painted_while_no_widget_watched_it_is_left_as_it_is(make_napari
 def test_a_video_opened_while_the_first_segment_starts_keeps_its_saved_session(make_napari_viewer, qtbot, mp4,
                                                                                tiny_model, monkeypatch):
     """Opening a video with an autosave while the first run on another video has not made its
-    session yet: that run's session is neither shown as nor saved over the other video's; once the
-    run is over, the video picked meanwhile is taken and its saved session restored."""
+    session yet: the dock stays with the run (its session is neither shown as nor saved over the
+    other video's); picking the other video afterwards restores its saved session."""
     from src_model import VideoSession
     from src_model.data.synthetic import generate_clip
     from src_model.video.source import write_video
@@ -273,10 +273,14 @@ def test_a_video_opened_while_the_first_segment_starts_keeps_its_saved_session(m
     gate = hold_new_sessions(monkeypatch)
     assert widget.segment("the blue square")
     viewer.open(str(other), plugin="napari-refsam")
-    assert widget.session is None and widget.selected_layer() is viewer.layers["other"]
+    assert widget.session is None and widget.selected_layer() is clip_layer  # the dock stays with the run
     gate.set()
-    # Once the run is over the pick takes effect: the restore is offered (and taken).
-    qtbot.waitUntil(lambda: widget.video_layer is viewer.layers["other"] and not widget.is_busy, timeout=120_000)
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is clip_layer and widget.session.objects[1]["text"] == "the blue square"
+    assert np.array_equal(widget.labels_layer.data, widget.session.labels)
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["other"]))
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is viewer.layers["other"]
     assert np.array_equal(widget.session.labels, saved) and widget.session.objects[1]["text"] == TEXT
     assert np.array_equal(widget.labels_layer.data, saved)
     parked, parked_labels = widget._parked[id(clip_layer)]

@@ -1,0 +1,108 @@
+"""Add from prompts with prompt layers as users make them: 2-D layers over a video, boxes dragged
+from the image corner, clicks off the image, layers edited while the objects are being made, a
+cancelled run, a video with a time scale."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from refsam_napari_helpers import open_with_widget, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def box_at(frame, y0, x0, y1, x1):
+    return [[frame, y0, x0], [frame, y0, x1], [frame, y1, x1], [frame, y1, x0]]
+
+
+def test_a_2d_prompt_layer_applies_to_the_frame_shown_and_is_clipped_to_the_image(make_napari_viewer, qtbot, mp4,
+                                                                                  clip, tiny_model, notes):
+    height, width = np.asarray(clip.frames).shape[1:3]
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 3)
+    # Dragged from the image's top-left corner (napari puts that pixel edge at -0.5) past its right edge.
+    shapes = viewer.add_shapes([[[-0.5, -0.5], [-0.5, width + 3], [20, width + 3], [20, -0.5]]],
+                               shape_type="rectangle")
+    points = viewer.add_points([[40, 10], [height + 20, 10]])  # the second is off the image
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    objects = widget.session.objects
+    assert sorted(objects) == [1, 2]
+    assert objects[1]["prompt"]["frame"] == 3 and objects[1]["prompt"]["box"] == [0.0, 0.0, width, 20.0]
+    assert objects[2]["prompt"]["points"] == [[10.0, 40.0]] and objects[2]["prompt"]["box"] is None
+    assert "left out a click of 'Points'" in notes.messages()
+    assert len(shapes.data) == 0 and points.data.tolist() == [[height + 20, 10]]  # what was used is gone
+
+
+def test_an_empty_or_outside_box_is_left_out_and_nothing_half_added(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                                    notes):
+    width = 96  # conftest's clip
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([box_at(2, 10, 10, 10.4, 40), box_at(2, 10, width + 5, 30, width + 20)],
+                      shape_type="rectangle")
+    assert not widget.add_from_prompts()
+    assert "empty, or outside the 96x64 frame" in notes.messages() and widget.session is None
+
+
+def test_prompts_edited_during_the_run_leave_the_users_other_prompts_alone(make_napari_viewer, qtbot, mp4,
+                                                                           tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    later, used, kept = box_at(7, 5, 5, 30, 30), box_at(2, 10, 20, 40, 50), box_at(7, 20, 40, 50, 80)
+    shapes = viewer.add_shapes([later, used, kept], shape_type="rectangle")
+    points = viewer.add_points([[7, 30, 30], [2, 50, 80], [2, 55, 85]])
+    assert widget.add_from_prompts()
+    shapes.selected_data = {0}  # the user deletes a frame-7 box and point while the objects are made
+    shapes.remove_selected()
+    points.selected_data = {0}
+    points.remove_selected()
+    wait_idle(qtbot, widget)
+    assert not widget.is_busy and widget.prompts_button.isEnabled()
+    assert sorted(widget.session.objects) == [1, 2]
+    assert [s.tolist() for s in shapes.data] == [kept] and len(points.data) == 0
+
+
+def test_a_cancelled_prompt_run_does_not_leave_its_prompts_to_be_added_twice(make_napari_viewer, qtbot, long_mp4,
+                                                                             tiny_model, notes):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    shapes = viewer.add_shapes([box_at(2, 10, 20, 40, 50)], shape_type="rectangle")
+    assert widget.add_from_prompts()
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert sorted(widget.session.objects) == [1] and len(shapes.data) == 0
+    assert not widget.add_from_prompts() and "no rectangles" in notes.messages()
+    assert sorted(widget.session.objects) == [1]
+
+
+def test_the_frame_is_the_videos_own_when_it_has_a_time_scale(make_napari_viewer, qtbot, clip, tiny_model):
+    """A video with scale 2 on time next to a prompt layer with scale 1: the viewer steps in world
+    units, the widget works in the video's frames."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.asarray(clip.frames), name="video", scale=(2, 1, 1))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    viewer.add_shapes([box_at(6, 10, 20, 40, 50)], shape_type="rectangle")  # world t = 6
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(viewer.layers["video"]))
+    viewer.dims.set_point(0, 6)
+    assert widget._current_frame() == 3
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    assert widget.session.objects[1]["prompt"]["frame"] == 3
+    assert widget.session.keyframes == {1: []} and len(widget.session.labels) == len(clip.frames)
+
+
+def test_an_image_added_during_the_first_run_does_not_take_the_dock(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    assert widget.segment("the blue square")
+    viewer.add_image(np.zeros((64, 96), np.uint8), name="reference")  # before the session arrives
+    wait_idle(qtbot, widget)
+    assert widget.video_layer is viewer.layers["clip"] and widget.selected_layer() is viewer.layers["clip"]
+    assert widget.session is not None and widget.undo_button.isEnabled() and widget.labels_layer.editable
+    segment(qtbot, widget, "the red circle")  # the next action adds to the same session
+    assert sorted(widget.session.objects) == [1, 2]
