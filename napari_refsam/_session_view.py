@@ -98,7 +98,9 @@ class SessionView:
         return self._worker is not None or bool(self._pending_paint)
 
     def _refuse_if_busy(self) -> bool:
-        if self._worker is not None:
+        if self._worker is not None and self._token is not None and self._token.cancelled:
+            show_warning("RefSAM is still stopping the cancelled run; try again in a moment.")
+        elif self._worker is not None:
             show_warning("RefSAM is busy; wait for the current run or press Cancel.")
         return self._worker is not None
 
@@ -167,7 +169,8 @@ class SessionView:
         if self.session is not None and self.labels_layer is not None:
             self._sync(sorted(result.frames - self._pending_paint))
         self.progress.setValue(self.progress.maximum() if not result.cancelled else self.progress.value())
-        self.status.setText("Cancelled; frames done so far are kept." if result.cancelled else
+        cancelled = "Cancelled; frames done so far are kept." if result.frames else "Cancelled."
+        self.status.setText(cancelled if result.cancelled else
                             ("Failed; nothing was lost." if result.error is not None else "Done."))
         if result.released:
             saved = f"saved to {result.saved} and " if result.saved else ""

@@ -224,7 +224,9 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
             session, video = self.session, self._video_of(self.video_layer)
             path = self.autosave_file() or Path(tempfile.mkdtemp(prefix="refsam-")) / SESSION_FILE
             self._start("moving the session to the new model",
-                        lambda token: _jobs.switch_model(session, model, path, video))
+                        lambda token: _jobs.switch_model(session, model, path, video),
+                        on_done=lambda result: self.status.setText(
+                            f"{self._model_note(self.model)} The session moved to it; Undo starts afresh."))
             return
         self._take_model(model)
         if self._pending_restore is not None:
@@ -237,8 +239,12 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
             self._offered -= self._retry_with_next_model
             self._retry_with_next_model.clear()
         self.model = model
+        self.status.setText(self._model_note(model))
+
+    @staticmethod
+    def _model_note(model) -> str:
         device = next(model.parameters()).device if hasattr(model, "parameters") else "?"
-        self.status.setText(f"Model ready: {model.config.preset} on {device}.")
+        return f"Model ready: {model.config.preset} on {device}."
 
     def load_model(self) -> bool:
         try:

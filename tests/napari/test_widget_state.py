@@ -75,3 +75,36 @@ def test_one_undo_takes_back_a_whole_segment(make_napari_viewer, qtbot, mp4, tin
     wait_idle(qtbot, widget)
     assert sorted(widget.session.objects) == [1] and widget.objects.object_ids() == [1]
     assert np.array_equal(widget.session.labels, before) and np.array_equal(widget.labels_layer.data, before)
+
+
+def test_the_status_says_what_happened(make_napari_viewer, qtbot, long_mp4, tiny_model, notes, monkeypatch):
+    """Cancel pressed and an action right after: told the run is stopping (not to press Cancel);
+    a cancelled model load claims no frames; a moved session says its Undo starts afresh."""
+    import torch
+
+    from src_model.weights import load_refsam
+
+    from napari_refsam import _jobs
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, long_mp4, tiny_model)
+    assert widget.segment("the blue square")
+    widget.cancel()
+    assert not widget.segment("the red circle")
+    assert "still stopping the cancelled run" in notes.messages() and "press Cancel" not in notes.messages()
+    wait_idle(qtbot, widget)
+    assert widget.status.text().startswith("Cancelled")
+
+    def load_model(kwargs):
+        yield ("status", "Loading model…")
+        return tiny_model
+
+    monkeypatch.setattr(_jobs, "load_model", load_model)
+    assert widget.load_model()
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert widget.status.text() == "Cancelled."
+    torch.manual_seed(3)
+    widget.set_model(load_refsam(None, preset="tiny", text_encoder=tiny_model.text_encoder, device="cpu"))
+    wait_idle(qtbot, widget)
+    assert widget.status.text().startswith("Model ready: tiny on cpu.") and "Undo starts afresh" in widget.status.text()
