@@ -270,6 +270,15 @@ def test_unknown_suffix_names_the_supported_ones(tmp_path):
     assert set(EXPORT_FORMATS) == {"tiff", "coco", "png"}
 
 
+@pytest.mark.parametrize("name", [".tif", ".TIFF", ".json", ".json/", ".png", ".png.tif"])
+def test_a_bare_ending_is_no_file_name(tmp_path, name):
+    """Path(".tif").suffix is "": written as asked, this would be a hidden file or PNG folder."""
+    with pytest.raises(ValueError, match="names no file, only an ending; name the file, e.g. labels"):
+        write_labels(f"{tmp_path}/{name}", make_labels())
+    assert listing(tmp_path) == []
+    assert write_labels(tmp_path / "x.png.tif", make_labels()).name == "x.png.tif"  # a name before the endings
+
+
 @pytest.mark.parametrize(
     "labels, message",
     [

@@ -85,13 +85,13 @@ def _check_png_ids(args, objects: int) -> None:
 def _check_output(args, kind: str) -> None:
     """Refuse an -o that cannot be written, or that --overwrite must not replace, before the model runs."""
     from ..atomic import OutputExistsError, check_replaceable_dir, check_target
+    from ..export._common import refuse_ending_only
     from ..export.png import is_png_export_file
 
     target = check_target(args.output, overwrite=True)  # the folder it goes in exists
     if kind != "png" and target.is_dir():  # said first: --overwrite would not help
         raise ValueError(f"-o {args.output} is a folder; name a .tif/.json file, or end the path with '/' for PNG frames")
-    if kind == "png" and target.name.lower() in (".tif", ".tiff", ".json"):  # Path(".tif").suffix is ""
-        raise ValueError(f"-o {args.output} names no file, only an ending; e.g. -o labels{target.name}")
+    refuse_ending_only(args.output, "-o", png="end the -o path with '/'")  # Path(".tif").suffix is ""
     if target.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     if kind == "png":

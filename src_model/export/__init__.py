@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import OutputExistsError
-from ._common import is_dir_target
+from ._common import is_dir_target, refuse_ending_only
 from .coco import read_coco, write_coco
 from .png import read_png_folder, write_png_folder
 from .tiff import read_tiff, write_tiff
@@ -72,8 +72,10 @@ def write_labels(
     labels: array, memmap or any array-like indexable by frame (read one frame at a time).
     expressions: ``{obj_id: [str, ...]}`` or None. fps / video_name: stored where the format can.
     Raises ``OutputExistsError`` for an existing target without ``overwrite``, ValueError for
-    labels the format cannot hold, OSError naming ``path`` when the disk or folder refuses.
+    labels the format cannot hold or a ``path`` naming no file (``x/.tif``), OSError naming
+    ``path`` when the disk or folder refuses.
     """
+    refuse_ending_only(path, "writing labels to", png="give a folder path ending in '/'")
     writer = _WRITERS[format_for_path(path)]
     return writer(path, labels, expressions, overwrite=overwrite, fps=fps, video_name=video_name)
 

@@ -30,6 +30,24 @@ def refuse_replacing_the_video(video, target, flag: str) -> None:
         raise OutputExistsError(f"{flag} {target} is or holds the input video {video}; write somewhere else")
 
 
+# The endings exports are named by (".png": the napari writer of PNG folders). A file name made only
+# of them ("x/.tif", or napari's "x/" + ".tif") has no suffix to Path (".tif" is a dot file).
+EXPORT_ENDINGS = (".tif", ".tiff", ".json", ".png")
+
+
+def refuse_ending_only(target, flag: str, png: str) -> None:
+    """A target named only by export endings ("x/.tif", "x/.png.tif"): ValueError, not a hidden file.
+
+    Written as asked it would be a hidden file, or (no suffix: a folder target) a hidden PNG
+    folder. flag: how the caller names the target ("-o"); png: how that caller asks for PNG frames."""
+    first, *endings = Path(target).name.lower().split(".")
+    if first or not endings or not all(f".{e}" in EXPORT_ENDINGS for e in endings):
+        return
+    ending = f".{endings[-1]}" if endings[-1] != "png" else ".tif"
+    raise ValueError(f"{flag} {target} names no file, only an ending; name the file, e.g. labels{ending}, "
+                     f"or {png} for DAVIS palette PNG frames")
+
+
 def check_labels(labels) -> tuple[object, int]:
     """Validate a label volume and return it as (T, H, W) together with its largest id.
 

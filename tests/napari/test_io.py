@@ -110,6 +110,59 @@ def test_writers_roundtrip(make_napari_viewer, tmp_path, clip, name):
     assert layer.name == "RefSAM labels"
 
 
+@pytest.mark.parametrize("name, labels, message", [
+    ("big.png", np.full((2, 8, 8), 300, np.uint16), "palette PNG frames hold object ids up to 255, but these labels "
+                                                    "hold id 300; export to .tif or .json instead"),
+    ("neg.tif", np.full((2, 8, 8), -1, np.int32), "labels frame 0 holds negative id -1"),
+    ("four.json", np.ones((2, 3, 8, 8), np.uint8), "must be a (T, H, W) volume"),
+])
+def test_labels_a_format_cannot_hold_raise_the_reason(make_napari_viewer, tmp_path, name, labels, message):
+    """layer.save (the README's console recipe; File > Save runs the same writer): the engine's
+    reason is raised, not swallowed by npe2 into "not a valid writer" and an empty result."""
+    from src_model.errors import RefSAMError
+
+    layer = make_napari_viewer().add_labels(labels)
+    with pytest.raises(RefSAMError) as info:
+        layer.save(str(tmp_path / name), plugin="napari-refsam")
+    assert message in str(info.value) and not isinstance(info.value, ValueError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_to_a_folder_path_writes_no_hidden_file(make_napari_viewer, tmp_path, clip):
+    """napari turns save("folder/") into "folder/.tif": refused, naming what to write instead."""
+    from src_model.errors import RefSAMError
+
+    layer = make_napari_viewer().add_labels(clip.labels.astype(np.uint16))
+    (tmp_path / "pngs").mkdir()
+    for folder in ("pngs", "newdir"):
+        with pytest.raises(RefSAMError, match=r"names no file, only an ending; name the file, e\.g\. labels\.tif, "
+                                              r"or name it labels\.png"):
+            layer.save(f"{tmp_path / folder}/", plugin="napari-refsam")
+    assert [p.name for p in tmp_path.iterdir()] == ["pngs"] and list((tmp_path / "pngs").iterdir()) == []
+
+
+def test_a_file_type_picked_in_the_save_dialog_gives_its_ending(make_napari_viewer, tmp_path, clip):
+    """File > Save with "TIFF label stack" (or the JSON type) and the name typed without an ending:
+    napari hands the writer the bare name, and it still writes that file type."""
+    from napari.plugins._npe2 import write_layers
+
+    from src_model.export import read_labels
+
+    layer = make_napari_viewer().add_labels(clip.labels.astype(np.uint16))
+    for kind, ending in (("tiff", ".tif"), ("coco", ".json")):
+        written, _ = write_layers(str(tmp_path / f"labels_{kind}"), [layer], plugin_name="napari-refsam",
+                                  writer=_writer_contribution(f"write_labels_{kind}"))
+        assert written == [str(tmp_path / f"labels_{kind}{ending}")]
+        assert np.array_equal(read_labels(written[0])[0], clip.labels)
+
+
+def _writer_contribution(command: str):
+    from npe2 import PluginManager
+
+    return next(w for w in PluginManager.instance().iter_compatible_writers(["labels"])
+                if w.command == f"napari-refsam.{command}")
+
+
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-refsam", "synthetic_referring_video")
