@@ -118,6 +118,48 @@ def test_write_video_rejects_odd_sizes_and_empty(tmp_path):
         write_video(tmp_path / "none.mp4", [])
 
 
+@pytest.mark.parametrize("budget", [None, 5])
+def test_reading_backward_does_not_decode_from_the_keyframe_for_every_frame(tmp_path, budget):
+    """A backward pass (a propagation from a late prompt towards the start) over a video with one
+    keyframe: the frames decoded on the way to the first are kept, not decoded again for each.
+    With room for only ``budget`` frames it restarts every ``budget`` frames, still exact."""
+    t = 60
+    path = write_video(tmp_path / "one_gop.mp4", smooth_frames(t), fps=10, keyframe_interval=1000)
+    src = open_video(path, prefetch=0)
+    sequential = [frame for _, frame in src.iter_frames()]
+    src.close()
+    src = open_video(path, prefetch=0)
+    if budget is not None:
+        src._reader._recent.budget = budget * H * W * 3 // 2  # yuv420p frames
+    decoded = count_decoded(src)
+    for i in reversed(range(t)):
+        assert np.array_equal(src[i], sequential[i]), i
+    # No buffer: t + (t - 1) + ... + 1 = 1830 decodes; a full one: t; room for 5: ~t^2 / (2 * 5).
+    assert decoded[0] <= (t + 1 if budget is None else t * t // (2 * budget) + 2 * t)
+
+
+def test_a_gif_read_backward_is_exact_and_not_rewound_for_every_frame(tmp_path, monkeypatch):
+    from PIL import GifImagePlugin, Image
+
+    frames = smooth_frames(40, 20, 30)
+    frames[:, :, :8] = 255  # a still part: later GIF frames store only what changed
+    Image.fromarray(frames[0]).save(tmp_path / "long.gif", save_all=True, duration=40, loop=0,
+                                    append_images=[Image.fromarray(f) for f in frames[1:]])
+    src = open_video(tmp_path / "long.gif", prefetch=0)
+    forward = [src[i] for i in range(len(src))]
+    steps, step = [0], GifImagePlugin.GifImageFile._seek
+
+    def counting(image, frame, *args, **kwargs):
+        steps[0] += 1
+        return step(image, frame, *args, **kwargs)
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek", counting)
+    for i in reversed(range(len(src))):
+        assert np.array_equal(src[i], forward[i]), i
+    assert steps[0] <= 2 * len(src)  # one rewind and pass, not one per frame (~800)
+    src.close()
+
+
 def test_gif(tmp_path):
     from PIL import Image
 

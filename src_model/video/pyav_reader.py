@@ -11,6 +11,8 @@ import numpy as np
 
 from src_model.errors import VideoReadError
 
+from .recent_frames import RecentFrames
+
 class PyAVReader:
     """A video file decoded with PyAV, with cheap sequential and exact random access.
 
@@ -19,6 +21,8 @@ class PyAVReader:
     timestamps, so frame index <-> pts is exact. One decoder stays open: a request at or shortly
     after the current position decodes forward; a backward jump, or a jump past a later keyframe,
     seeks to the keyframe at or before the target and decodes forward to the target's pts.
+    Frames decoded on the way to the target are kept a while (``RecentFrames``), so reading
+    backward does not decode from the keyframe again for every frame.
     A packet the decoder rejects is skipped, so one corrupt frame does not hide the ones after it.
     A display rotation (phone videos) is applied: frames come out upright, as players show them.
     """
@@ -88,6 +92,7 @@ class PyAVReader:
         self._frames = None  # decoded-frame iterator, positioned at self._next
         self._next = None    # index of the next frame the iterator yields (None: unknown)
         self._matched = False  # a decoded frame's pts has matched a packet's pts
+        self._recent = RecentFrames()
 
     def _probe_rotation(self) -> int:
         """Counter-clockwise quarter turns (np.rot90's k) that make the first frame upright."""
@@ -140,6 +145,9 @@ class PyAVReader:
         self._next = None if self._exact else 0
 
     def read(self, i: int) -> np.ndarray:
+        passed = self._recent.pop(i)
+        if passed is not None:
+            return self._to_rgb(passed)
         if not self._exact:
             return self._read_counting(i)
         # Seek on a backward jump, an unknown position, or when a keyframe lies between the current
@@ -169,6 +177,7 @@ class PyAVReader:
                     raise VideoReadError(
                         f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded "
                         f"(corrupt or missing; the decoder went from {_frame(previous)} to frame {index})")
+                self._keep(index, frame)
                 previous = index
             else:
                 self._next = None
@@ -187,11 +196,16 @@ class PyAVReader:
             self._next += 1
             if self._next - 1 == i:
                 return self._to_rgb(frame)
+            self._keep(self._next - 1, frame)
         last = self._next - 1
         self._next = None
         raise VideoReadError(
             f"video '{self.path}': frame {i} of {self.num_frames} cannot be decoded: the data ends "
             f"or is corrupt after {_frame(last)} (truncated or damaged file)")
+
+    def _keep(self, index: int, frame) -> None:
+        """A frame decoded on the way to another (as decoded: planes, not yet RGB)."""
+        self._recent.put(index, frame, sum(plane.buffer_size for plane in frame.planes))
 
     def _to_rgb(self, frame) -> np.ndarray:
         # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
@@ -200,6 +214,7 @@ class PyAVReader:
 
     def close(self) -> None:
         self._frames = None
+        self._recent.clear()
         self._container.close()
 
 

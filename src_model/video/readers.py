@@ -21,6 +21,7 @@ import numpy as np
 
 from src_model.errors import VideoReadError
 from src_model.video.pyav_reader import PyAVReader
+from src_model.video.recent_frames import RecentFrames
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg")
 GIF_EXTENSIONS = (".gif",)
@@ -325,10 +326,22 @@ class GifReader:
         width, height = self._image.size
         self.frame_shape = (height, width, 3)
         self.dtype = np.dtype(np.uint8)
+        self._recent = RecentFrames()
 
     def read(self, i: int) -> np.ndarray:
+        frame = self._recent.pop(i)
+        if frame is not None:
+            return frame
         try:
-            self._image.seek(i)  # PIL rewinds by itself when seeking backwards
+            if i < self._image.tell():
+                # PIL rewinds to frame 0 and composites forward: keep the frames before i that
+                # fit the budget, for a backward pass (recent_frames.py).
+                height, width, _ = self.frame_shape
+                start = max(0, i - self._recent.budget // (height * width * 3))
+                for j in range(start, i):
+                    self._image.seek(j)
+                    self._recent.put(j, np.asarray(self._image.convert("RGB")), height * width * 3)
+            self._image.seek(i)
             frame = np.asarray(self._image.convert("RGB"))
         except Exception as exc:
             raise VideoReadError(f"GIF '{self.path}': cannot read frame {i}: {exc}") from exc
@@ -338,6 +351,7 @@ class GifReader:
         return frame
 
     def close(self) -> None:
+        self._recent.clear()
         self._image.close()
 
 
