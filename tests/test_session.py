@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +218,7 @@ def test_save_load_then_propagate_gives_identical_labels(make, tiny_model, video
             list(session.propagate(start=2, direction="forward"))
             list(session.propagate(start=3, direction="forward"))  # resumes from stored chain state
             session.add_object(text="something new")
-            list(session.propagate(obj_ids=[4]))
+            list(session.propagate(obj_ids=4))  # one id, as itself
         assert np.array_equal(loaded.labels, s.labels)
     finally:
         loaded.close()
@@ -228,6 +229,12 @@ def test_save_load_then_propagate_gives_identical_labels(make, tiny_model, video
     (tmp_path / "bad.refsam").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a napari-refsam session"):
         VideoSession.load(tiny_model, tmp_path / "bad.refsam", video=video)
+    with zipfile.ZipFile(path) as whole, zipfile.ZipFile(tmp_path / "part.refsam", "w") as part:
+        for name in whole.namelist():
+            if name != "labels.npy":
+                part.writestr(name, whole.read(name))
+    with pytest.raises(ValueError, match=r"part.refsam is incomplete or damaged, .*no item named 'labels.npy'"):
+        VideoSession.load(tiny_model, tmp_path / "part.refsam", video=video)
 
 
 def test_labels_do_not_depend_on_the_cache_or_the_label_storage(make, tiny_model, video, tmp_path):

@@ -86,23 +86,33 @@ def load_session(cls, model, path, video=None, **kwargs):
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise DatasetFormatError(f"{path} is not a napari-refsam session file ({exc})") from None
     with archive:
-        if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise DatasetFormatError(f"{path}: format {meta.get('format')!r} version {meta.get('format_version')} "
-                                     f"is not a session this napari-refsam reads (up to {FORMAT_VERSION})")
-        stored = meta["video"]
-        if video is None:
-            if stored["path"] is None:
-                raise VideoReadError(f"{path} was made on an in-memory array; pass video= to load it")
-            video = stored["path"]
-        settings = {k: v for k, v in meta["settings"].items() if k in (
-            "cache_dir", "batch_size", "max_cache_bytes", "mask_threshold", "undo_depth", "contrast_limits")}
-        settings.update(kwargs)
-        session = cls(model, video, **settings)
         try:
-            _restore(session, meta, archive, path)
-        except BaseException:
-            session.close()
-            raise
+            return _open_saved(cls, model, path, video, meta, archive, kwargs)
+        except KeyError as exc:  # an entry of the archive or a key of session.json
+            missing = exc.args[0] if exc.args else exc  # zipfile says which entry; json keys come bare
+            raise DatasetFormatError(f"{path} is incomplete or damaged, not a whole napari-refsam session: "
+                                     f"missing {missing!s}") from None
+
+
+def _open_saved(cls, model, path: Path, video, meta: dict, archive: zipfile.ZipFile, kwargs: dict):
+    """``load_session`` once the archive is open: the session, restored."""
+    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise DatasetFormatError(f"{path}: format {meta.get('format')!r} version {meta.get('format_version')} "
+                                 f"is not a session this napari-refsam reads (up to {FORMAT_VERSION})")
+    stored = meta["video"]
+    if video is None:
+        if stored["path"] is None:
+            raise VideoReadError(f"{path} was made on an in-memory array; pass video= to load it")
+        video = stored["path"]
+    settings = {k: v for k, v in meta["settings"].items() if k in (
+        "cache_dir", "batch_size", "max_cache_bytes", "mask_threshold", "undo_depth", "contrast_limits")}
+    settings.update(kwargs)
+    session = cls(model, video, **settings)
+    try:
+        _restore(session, meta, archive, path)
+    except BaseException:
+        session.close()
+        raise
     return session
 
 

@@ -253,6 +253,8 @@ class VideoSession:
             raise PromptError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if start is not None:
             start = check_frame(start, self.num_frames, "start frame")
+        if isinstance(obj_ids, (int, np.integer)) and not isinstance(obj_ids, (bool, np.bool_)):
+            obj_ids = [obj_ids]  # one object, given as its id
         ids = sorted(self._objects) if obj_ids is None else [self._object(i).id for i in obj_ids]
         if not ids:
             raise PromptError("the session has no objects to propagate; add_object first")
