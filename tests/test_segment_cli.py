@@ -112,6 +112,7 @@ def test_overwrite_never_replaces_a_folder_holding_other_files(mp4, tmp_path, ca
     (["-o", "VIDEO/l.tif"], "is not a folder"),
     (["--dataset", "VIDEO"], "is a file, not a dataset folder"),
     (["--dataset", "FILE"], "is a file, not a dataset folder"),
+    (["-o", "OUT/l.tif", "--cache-dir", "FILE"], "is a file, not a folder for the feature cache"),
     (["-o", "OUT/l.tif", "--image-size", "100000"], "between 32 and 1024"),
     (["-o", "OUT/l.tif", "--device", "mps"], "MPS"),
     (["-o", "OUT/dir.tif"], "is a folder; name a .tif/.json file"),  # not "pass --overwrite"

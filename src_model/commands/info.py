@@ -17,7 +17,7 @@ def run(args) -> int:
     from ..accounting import count_parameters, info_model
 
     if args.text_dim <= 1:
-        raise ValueError(f"--text-dim must be a positive even number, got {args.text_dim}")
+        raise ValueError(f"--text-dim must be at least 2, got {args.text_dim}")
     result = count_parameters(info_model(args.preset, args.text_dim))
     if args.json:
         print(json.dumps(result, indent=2))

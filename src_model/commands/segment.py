@@ -62,6 +62,8 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
     _check_png_ids(args, len(args.text) + len(boxes))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder for the feature cache")
     if args.dataset is not None and Path(args.dataset).exists() and not Path(args.dataset).is_dir():
         raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
     return boxes
