@@ -54,6 +54,22 @@ def test_rotated_video_is_read_upright(tmp_path):
         assert turned[0][:8, -8:].mean() > 240  # the top-left block is now top-right
 
 
+@pytest.mark.parametrize("matrix, shown", [
+    ((-0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000), lambda f: f[:, ::-1]),  # mirrored left-right
+    ((0x10000, 0, 0, 0, -0x10000, 0, 0, 0, 0x40000000), lambda f: f[::-1]),  # upside down, not turned
+    ((0, 0x10000, 0, 0x10000, 0, 0, 0, 0, 0x40000000), lambda f: f.transpose(1, 0, 2)),  # x and y swapped
+    ((0, -0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000), lambda f: f.transpose(1, 0, 2)[::-1, ::-1]),
+])
+def test_a_mirrored_video_is_read_as_players_show_it(tmp_path, matrix, shown):
+    """Display matrices that mirror (a negative determinant): shown = stored (x, y) -> (a x + c y, b x + d y)."""
+    plain = write_video(tmp_path / "plain.mp4", frames())
+    rotate_mp4(plain, tmp_path / "mirrored.mp4", matrix)
+    with open_video(plain) as src, open_video(tmp_path / "mirrored.mp4") as mirrored:
+        assert mirrored.shape[1:3] == shown(src[0]).shape[:2]
+        for i in (0, 2, 1):
+            assert np.array_equal(mirrored[i], shown(src[i]))
+
+
 def test_segment_rotated_video_labels_have_the_upright_shape(tmp_path):
     rotate_mp4(write_video(tmp_path / "plain.mp4", frames()), tmp_path / "portrait.mp4", CLOCKWISE)
     out = tmp_path / "labels.tif"

@@ -5,6 +5,7 @@ Split from readers.py (same reader surface: path, name, num_frames, frame_shape,
 from __future__ import annotations
 
 import bisect
+import math
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ class PyAVReader:
         self.num_frames = len(stamps)
         # Phones store portrait video sideways with a display rotation: hand out frames the way
         # players show them, so expressions like "the person on the left" mean what they say.
-        self.turns = self._probe_rotation()
+        self.turns, self.mirrored = self._probe_orientation()
         upright = (self.width, self.height) if self.turns % 2 else (self.height, self.width)
         self.frame_shape = (*upright, 3)
         self.fps = float(rate) if rate else None
@@ -94,16 +95,16 @@ class PyAVReader:
         self._matched = False  # a decoded frame's pts has matched a packet's pts
         self._recent = RecentFrames()
 
-    def _probe_rotation(self) -> int:
-        """Counter-clockwise quarter turns (np.rot90's k) that make the first frame upright."""
+    def _probe_orientation(self) -> tuple[int, bool]:
+        """(counter-clockwise quarter turns, np.rot90's k; mirrored) that show the first frame the
+        way players do: a mirrored frame is flipped left-right first, then turned."""
         try:
             self._container.seek(0)
             for frame in self._decode():
-                # degrees counter-clockwise from the display matrix; older PyAV lacks it: as stored
-                return round(getattr(frame, "rotation", 0) / 90) % 4
+                return _orientation(frame)
         except self._av.error.FFmpegError:
             pass
-        return 0
+        return 0, False
 
     # -- decoding
     def _decode(self):
@@ -210,7 +211,9 @@ class PyAVReader:
     def _to_rgb(self, frame) -> np.ndarray:
         # Reformat to the stream's size too: a mid-stream resolution change must not change shapes.
         rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
-        return np.ascontiguousarray(np.rot90(rgb, self.turns)) if self.turns else rgb
+        if self.mirrored:
+            rgb = rgb[:, ::-1]
+        return np.ascontiguousarray(np.rot90(rgb, self.turns)) if self.turns or self.mirrored else rgb
 
     def close(self) -> None:
         self._frames = None
@@ -220,3 +223,23 @@ class PyAVReader:
 
 def _frame(index) -> str:
     return "the seek point (no frame decoded)" if index is None or index < 0 else f"frame {index}"
+
+
+def _orientation(frame) -> tuple[int, bool]:
+    """The first frame's display matrix as (quarter turns counter-clockwise, mirrored).
+
+    FFmpeg's matrix maps stored (x, y) to shown (a x + c y, b x + d y) (a, b, c, d = entries 0, 1,
+    3, 4). A negative determinant mirrors: flipping x first leaves the rotation (-a, -b, c, d),
+    whose angle is read as FFmpeg's av_display_rotation_get reads it (what PyAV's
+    ``frame.rotation`` gives for unmirrored matrices). No matrix (or an older PyAV): as stored.
+    """
+    matrix = next((np.frombuffer(bytes(side), "<i4") for side in getattr(frame, "side_data", ())
+                   if str(getattr(side, "type", "")).endswith("DISPLAYMATRIX")), None)
+    if matrix is None or len(matrix) < 9:
+        return round(getattr(frame, "rotation", 0) / 90) % 4, False
+    a, b, c, d = (float(matrix[k]) for k in (0, 1, 3, 4))
+    mirrored = a * d - b * c < 0
+    if mirrored:
+        a, b = -a, -b
+    degrees = -math.degrees(math.atan2(b / (math.hypot(b, d) or 1), a / (math.hypot(a, c) or 1)))
+    return round(degrees / 90) % 4, mirrored

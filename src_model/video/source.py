@@ -322,6 +322,8 @@ class VideoSource:
             turns = getattr(self._reader, "turns", 0)
             if turns:  # frames are turned upright since the reader applies display rotations
                 ident += f":turns={turns}"
+            if getattr(self._reader, "mirrored", False):
+                ident += ":mirrored"
             self._identity = ident
         return self._identity
 
