@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .errors import TrainingDivergedError
-from .train_checkpoints import check_run_folder, export_weights, load_checkpoint, save_checkpoint
+from .train_checkpoints import (check_resume_options, check_run_folder, export_weights, read_checkpoint,
+                                restore_checkpoint, save_checkpoint)
 from .train_clip import TextCache, clip_forward
 from .train_data import build_dataset, micro_batches, step_batches
 
@@ -201,6 +202,15 @@ def train(opts: TrainOptions, model=None) -> dict:
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    out = Path(opts.out)
+    ckpt = out / "checkpoint.pt"
+    # The disk is checked first: a refused --out or a damaged checkpoint costs no model building.
+    check_run_folder(out, opts)
+    saved = read_checkpoint(ckpt) if opts.resume and ckpt.is_file() else None
+    if world > 1:  # every rank has looked before rank 0 writes the first file
+        import torch.distributed as dist
+
+        dist.barrier()
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     random.seed(opts.seed)
@@ -208,8 +218,11 @@ def train(opts: TrainOptions, model=None) -> dict:
         model = load_refsam(opts.weights, preset=None if opts.weights else opts.preset,
                             sam_checkpoint=opts.sam_checkpoint, text_encoder=opts.text_encoder, device=device)
         model.set_image_size(None)  # train at the weights' native size, not at their recommended one
-        if opts.image_size and opts.image_size != model.config.sam.image_size:
+        default_image_size = model.config.sam.image_size  # without --image-size (a resume compares it)
+        if opts.image_size and opts.image_size != default_image_size:
             model = _resized_model(model, opts, device)
+    else:
+        default_image_size = model.config.sam.image_size
     model = model.to(device)
     if model.text_encoder is None:
         raise ValueError("training needs a text encoder (--text-encoder NAME)")
@@ -227,24 +240,17 @@ def train(opts: TrainOptions, model=None) -> dict:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     generator = torch.Generator().manual_seed(opts.seed * 1000 + rank)
 
-    out = Path(opts.out)
-    ckpt = out / "checkpoint.pt"
-    check_run_folder(out, opts)
-    if world > 1:  # every rank has looked before rank 0 writes the first file
-        import torch.distributed as dist
-
-        dist.barrier()
+    if saved is not None:
+        check_resume_options(ckpt, saved["options"], opts, default_image_size)
+    dataset = build_dataset(opts)  # bad --data is refused before the run folder is made
     step, seconds_before = 0, 0.0
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    if opts.resume and ckpt.is_file():
-        step, seconds_before = load_checkpoint(ckpt, model, optimizer, generator)
+    if saved is not None:
+        step, seconds_before = restore_checkpoint(ckpt, saved, model, optimizer, generator)
         if rank == 0:
             print(f"refsam train: resumed from {ckpt} at step {step}", file=sys.stderr)
     elif opts.resume and rank == 0:
         print(f"refsam train: --resume but no {ckpt}; starting at step 0", file=sys.stderr)
 
-    dataset = build_dataset(opts)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=True)
     per_step = opts.batch_size * opts.accum
     batches = micro_batches(dataset, step_batches(sampler, per_step, step * per_step), opts.batch_size, opts.accum,
@@ -255,9 +261,12 @@ def train(opts: TrainOptions, model=None) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     log_path = out / "train_log.csv"
-    if rank == 0 and (not log_path.is_file() or step == 0):
-        with open(log_path, "w", newline="") as handle:
-            csv.writer(handle).writerow(CSV_FIELDS)
+    # Written with the first row, so that a run failing before its first step leaves no file.
+    new_log = step == 0 or not log_path.is_file()
+    # Folders this run makes; removed again if it ends before writing anything into them.
+    made = [p for p in (out, *out.parents) if not p.exists()] if rank == 0 else []
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     bar = None
     if rank == 0 and opts.progress:
         from tqdm import tqdm
@@ -314,8 +323,12 @@ def train(opts: TrainOptions, model=None) -> dict:
                 last = done >= 1.0
                 if step % opts.log_every == 0 or last:
                     row = {k: sum(s[k] for s in window) / len(window) for k in ("loss", "dice", "focal", "iou")}
-                    with open(log_path, "a", newline="") as handle:
-                        csv.writer(handle).writerow([
+                    with open(log_path, "w" if new_log else "a", newline="") as handle:
+                        writer = csv.writer(handle)
+                        if new_log:
+                            writer.writerow(CSV_FIELDS)
+                            new_log = False
+                        writer.writerow([
                             step, *(f"{row[k]:.5f}" for k in ("loss", "dice", "focal", "iou")),
                             f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
                     window = []
@@ -330,6 +343,11 @@ def train(opts: TrainOptions, model=None) -> dict:
                                        opts.sam_checkpoint)
     finally:
         batches.close()  # DataLoader workers go now, not when a traceback holding them is freed
+        for folder in made:  # innermost first; rmdir refuses a folder that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     if bar is not None:
         bar.close()

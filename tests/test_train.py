@@ -394,6 +394,8 @@ def test_an_unreadable_annotation_is_one_line_with_or_without_workers(tmp_path, 
         err = capsys.readouterr().err.strip()
         assert rc != 0 and "cannot read annotation" in err and ".png" in err
         assert "Traceback" not in err and "DataLoader worker" not in err and len(err.splitlines()) == 1, err
+        # Nothing was trained: no run folder left that a rerun without --resume would refuse.
+        assert not (tmp_path / f"run{workers}").exists()
 
 
 def test_data_workers_end_with_a_failed_run(tmp_path, text_encoder):
@@ -441,3 +443,99 @@ def test_videos_of_different_frame_sizes_train_in_one_batch(tmp_path, capsys):
     assert main(["train", "--data", str(data / "train" / "meta_expressions.json"), "--steps", "1",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- refused before any work
+# Streamed 64-px clips into a 64-px tiny model: a step takes well under a second on one core.
+_FAST = ["train", "--data", "synthetic", "--synthetic-size", "64", "--synthetic-frames", "4", "--batch-size", "1",
+         "--num-frames", "2", "--image-size", "64", "--from-scratch", "--device", "cpu", "--no-progress"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("refsam train: error:"), err
+    return err
+
+
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
+    import io
+
+    from src_model.cli import main
+
+    out = tmp_path / "run"
+    assert main([*_FAST, "--steps", "1", "--out", str(out)]) == 0
+    ckpt = out / "checkpoint.pt"
+    good, log = ckpt.read_bytes(), (out / "train_log.csv").read_bytes()
+    not_ours = io.BytesIO()
+    torch.save({"weights": torch.zeros(2)}, not_ours)
+    for damaged in (good[: len(good) // 2], b"garbage\n", b"", not_ours.getvalue()):
+        ckpt.write_bytes(damaged)
+        capsys.readouterr()
+        assert main([*_FAST, "--steps", "2", "--resume", "--out", str(out)]) == 2
+        err = _one_line_error(capsys)
+        assert str(ckpt) in err and "not a checkpoint of refsam train" in err and "another --out" in err
+        assert "weights_only" not in err  # torch's advice to unpickle an unknown file: never passed on
+        assert ckpt.read_bytes() == damaged and (out / "train_log.csv").read_bytes() == log
+
+
+def test_resume_with_other_model_options_names_them(tmp_path, capsys, text_encoder):
+    from src_model.cli import main
+    from src_model.errors import CheckpointError
+    from src_model.weights import load_refsam
+
+    out = tmp_path / "run"
+    assert main([*_FAST, "--steps", "1", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    resume = [*_FAST, "--steps", "2", "--resume", "--out", str(out)]
+    assert main([*resume, "--image-size", "128"]) == 2  # the later flag wins
+    err = _one_line_error(capsys)
+    assert "--image-size 64 (now 128)" in err and "size mismatch" not in err
+    assert main([a for a in resume if a != "--from-scratch"]) == 2
+    assert "--from-scratch on (now off)" in _one_line_error(capsys)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # A model built outside the options, of another shape: one line too, not torch's screenful.
+    torch.manual_seed(0)
+    model = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")  # 256 px
+    with pytest.raises(CheckpointError, match="holds another model"):
+        train(_options(tmp_path, steps=2, from_scratch=True, image_size=64, resume=True), model=model)
+    # The default spelled out is the same option: the run goes on.
+    assert main([*resume, "--text-encoder", "all-MiniLM-L6-v2"]) == 0
+    assert "resumed from" in capsys.readouterr().err
+
+
+def test_bad_sizes_and_data_leave_no_run_folder(tmp_path, capsys):
+    from src_model.cli import main
+    from src_model.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", 1, seed=5, split="train", num_frames=4, size=(64, 64))
+    folder = [a if a != "synthetic" else str(tmp_path / "data") for a in _FAST] + ["--split", "train", "--steps", "1"]
+    out = tmp_path / "run"
+    for flag, value in [("--size", "0"), ("--size", "-8"), ("--synthetic-size", "16"), ("--synthetic-frames", "0"),
+                        ("--threads", "-1"), ("--image-size", "0")]:
+        data = _FAST if flag.startswith("--synthetic") else folder
+        assert main([*data, flag, value, "--out", str(out)]) == 2, flag
+        assert flag in _one_line_error(capsys)
+        assert not out.exists(), flag
+    assert main([*folder, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a" / "b")]) == 2
+    assert "no such folder" in _one_line_error(capsys) and not (tmp_path / "a").exists()
+
+
+def test_out_or_export_in_the_way_is_refused_up_front(tmp_path, capsys):
+    from src_model.cli import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for out in (notes, notes / "run"):
+        assert main([*_FAST, "--steps", "1", "--out", str(out)]) == 2
+        err = _one_line_error(capsys)
+        assert f"{notes} is a file, not a folder" in err and "Errno" not in err
+    assert notes.read_text() == "mine"
+    out = tmp_path / "run"
+    (tmp_path / "exports").mkdir()
+    assert main([*_FAST, "--steps", "1", "--out", str(out), "--export", str(tmp_path / "exports"), "--overwrite"]) == 2
+    assert "is a folder" in _one_line_error(capsys)
+    # --resume too: found at the first save, the training before it would be lost.
+    assert main([*_FAST, "--steps", "1", "--out", str(out), "--resume",
+                 "--export", str(tmp_path / "nowhere" / "m.safetensors")]) == 2
+    assert "does not exist" in _one_line_error(capsys) and not out.exists()

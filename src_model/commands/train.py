@@ -70,9 +70,19 @@ def options_from_args(args):
 
     from ..train import TrainOptions
 
-    for name in ("steps", "batch_size", "accum", "num_frames", "objects_per_clip", "log_every", "save_every"):
-        if getattr(args, name) < 1:
+    for name in ("steps", "batch_size", "accum", "num_frames", "objects_per_clip", "log_every", "save_every",
+                 "synthetic_frames", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    # Clips are cut and resized in pixels; the synthetic generator needs 32 a side, and smaller
+    # clips of a real dataset hold nothing to learn from.
+    for name in ("size", "synthetic_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 32:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 32 (pixels a side), got {getattr(args, name)}")
+    for name in ("image_size", "inference_image_size"):  # 0 must not quietly mean the default
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive multiple of the patch size, "
+                             f"got {getattr(args, name)}")
     for name in ("prompt_dropout", "keyframe_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
