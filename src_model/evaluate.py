@@ -12,7 +12,9 @@ which is what the unsupervised DAVIS matching finds for referring predictions).
 
 Interactive rounds (``interactive=K``): start from the text-only result, then K times replace
 the worst frame (lowest J, not yet corrected) with its ground-truth mask (``set_mask``) and
-re-propagate from it; J, F, J&F are reported after every round.
+re-propagate from it; J, F, J&F are reported after every round. A video has no frame left to
+correct after as many rounds as it has frames: its last scores count in later rounds, and the
+dataset's rounds stop at the longest video's frame count.
 """
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: 
     """Score one expression in ``session`` (its object is removed afterwards).
 
     gt: (T, H, W) bool ground truth of the referred object (None: predict only).
-    Returns {"mask": (T, H, W) bool text-only prediction, "rounds": [scores after round 0..K],
-    "corrected": [frames given their GT mask, in order]}.
+    Returns {"mask": (T, H, W) bool text-only prediction, "rounds": [scores after round 0..K]
+    (fewer when the video has fewer than K frames to correct), "corrected": [frames given their GT
+    mask, in order]}.
     """
     obj = session.add_object(text=text)
     try:
@@ -61,9 +64,8 @@ def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: 
             for _ in range(int(interactive)):
                 js = np.asarray(rounds[-1]["J_per_frame"], dtype=float)
                 js[corrected] = np.inf  # a corrected frame is a locked keyframe
-                if not np.isfinite(js).any():
-                    rounds.append(rounds[-1])
-                    continue
+                if not np.isfinite(js).any():  # every frame corrected: no round left to run
+                    break
                 worst = int(np.argmin(js))
                 corrected.append(worst)
                 session.set_mask(obj, worst, gt[worst])
@@ -166,8 +168,11 @@ def summarize(per_expression: list[dict], num_videos: int, davis: bool, interact
     for row in per_expression:
         objects.setdefault((row["video"], row["obj_id"]), []).append(row)
     per_object = [{"video": v, "obj_id": o, **_summary(rows)} for (v, o), rows in objects.items()]
-    rounds = [{"round": r, **_summary([row["rounds"][r] for row in per_expression])}
-              for r in range(interactive + 1)] if per_expression else []
+    # An expression whose frames are all corrected keeps its last scores in later rounds; rounds after
+    # every expression ran out (more than the longest video has frames) never happened: not reported.
+    done = min(interactive, max((len(row["rounds"]) - 1 for row in per_expression), default=0))
+    rounds = [{"round": r, **_summary([row["rounds"][min(r, len(row["rounds"]) - 1)] for row in per_expression])}
+              for r in range(done + 1)] if per_expression else []
     out = {"num_videos": num_videos, "num_expressions": len(per_expression), **_summary(per_expression),
            "per_object_mean": _summary(per_object), "rounds": rounds,
            "per_expression": per_expression, "per_object": per_object}

@@ -54,3 +54,52 @@ def test_demo_help(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert "--headless" in capsys.readouterr().out
+
+
+def test_demo_refuses_to_replace_user_files_before_the_model_loads(tmp_path, capsys):
+    """A missing --model shows the order: the output problem is reported instead of the model's."""
+    from src_model.cli import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "labels.tif").write_text("my annotation")
+    (project / "overlay.mp4").write_text("my video")
+    (tmp_path / "file").write_text("mine")
+    missing = ["--model", str(tmp_path / "missing.safetensors")]
+    for out, message in ((project, "labels.tif already exists; pass --overwrite"),
+                         (tmp_path / "file", "is a file; name a folder"),
+                         (tmp_path / "file" / "sub", "is a file; name a folder")):
+        assert main(["demo", "--headless", *missing, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "missing.safetensors" not in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (project / "labels.tif").read_text() == "my annotation"
+    assert (project / "overlay.mp4").read_text() == "my video"
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_demo_default_folder_is_replaced_only_while_it_holds_only_the_demo(tmp_path, capsys, monkeypatch):
+    """The README's `refsam demo` can be run twice; a file of the user's there, or any other --out, needs --overwrite."""
+    import tifffile
+
+    from src_model.cli import main
+    from src_model.commands.demo import sample_clip
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "refsam_demo"
+    out.mkdir()
+    (out / "labels.tif").write_text("an earlier demo")
+    (out / "overlay.mp4").write_text("an earlier demo")
+    assert main(["demo", "--headless", "--device", "cpu"]) == 0  # as a second run of the quick start
+    assert tifffile.imread(out / "labels.tif").shape == sample_clip().labels.shape
+    capsys.readouterr()
+    (out / "notes.txt").write_text("mine")
+    (out / "labels.tif").write_text("mine too?")
+    assert main(["demo", "--headless", "--model", str(tmp_path / "missing.safetensors")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "labels.tif").read_text() == "mine too?"
+    assert main(["demo", "--headless", "--model", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["demo", "--headless", "--device", "cpu", "--overwrite"]) == 0
+    assert tifffile.imread(out / "labels.tif").shape == sample_clip().labels.shape
+    assert (out / "overlay.mp4").stat().st_size > 1000 and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["labels.tif", "notes.txt", "overlay.mp4"]  # no temp files

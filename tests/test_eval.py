@@ -119,3 +119,117 @@ def test_a_dataset_without_ground_truth_is_refused_not_scored_nan(tiny_model, sm
                            (["--output", str(tmp_path / "missing" / "r.json")], "does not exist")):
         assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+# --- the CLI contract: outputs checked before any work, replaced only with --overwrite ----------------
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN/Infinity, as JavaScript and most other parsers do."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_model, tmp_path_factory):
+    from src_model.weights import ALL_PARTS, save_refsam
+
+    return save_refsam(tiny_model, tmp_path_factory.mktemp("weights") / "tiny.safetensors", parts=ALL_PARTS)
+
+
+def test_eval_refuses_bad_outputs_before_the_model_loads(small_split, tmp_path, capsys):
+    """A missing --model shows the order: each output problem is reported instead of the model's."""
+    import shutil
+
+    from src_model.cli import main
+
+    data = tmp_path / "ds"
+    shutil.copytree(small_split, data)
+    meta = data / "valid" / "meta_expressions.json"
+    original = meta.read_bytes()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "mine.json").write_text("mine")
+    (tmp_path / "mine.zip").write_text("mine")
+    common = ["eval", "--data", str(data), "--split", "valid", "--model", str(tmp_path / "missing.safetensors")]
+    for extra, message in (
+        (["--output", str(meta), "--overwrite"], "inside the dataset"),  # even with --overwrite
+        (["--submission", str(data / "sub.zip"), "--overwrite"], "inside the dataset"),
+        (["--output", str(tmp_path / "folder")], "is a folder; name a .json file"),
+        (["--submission", str(tmp_path / "folder"), "--overwrite"], "is a folder; name the .zip file"),
+        (["--output", str(tmp_path / "mine.json")], "already exists; pass --overwrite"),
+        (["--submission", str(tmp_path / "mine.zip")], "already exists; pass --overwrite"),
+        (["--output", str(tmp_path / "r"), "--submission", str(tmp_path / "r")], "both name"),
+    ):
+        assert main([*common, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "missing.safetensors" not in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert meta.read_bytes() == original and not (data / "sub.zip").exists()
+    assert (tmp_path / "mine.json").read_text() == "mine" and (tmp_path / "mine.zip").read_text() == "mine"
+
+
+def test_eval_replaces_an_existing_output_only_with_overwrite(weights, small_split, tmp_path, capsys):
+    from src_model.cli import main
+
+    result = tmp_path / "result.json"
+    result.write_text("mine")
+    common = ["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
+              "--max-videos", "1", "--output", str(result)]
+    assert main(common) == 2
+    assert "--overwrite" in capsys.readouterr().err and result.read_text() == "mine"
+    assert main([*common, "--overwrite"]) == 0
+    assert _strict_json(result.read_text())["num_videos"] == 1
+
+
+def test_eval_prints_the_scores_before_writing_the_output(weights, small_split, tmp_path, capsys, monkeypatch):
+    """A write that fails at the end (full disk) must not lose an evaluation's scores."""
+    import contextlib
+
+    import src_model.atomic
+    from src_model.cli import main
+
+    @contextlib.contextmanager
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+        yield
+
+    monkeypatch.setattr(src_model.atomic, "atomic_file", full_disk)
+    rc = main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
+               "--max-videos", "1", "--output", str(tmp_path / "result.json")])
+    captured = capsys.readouterr()
+    assert rc == 2 and "No space left" in captured.err
+    assert "J&F" in captured.out
+
+
+def test_eval_json_has_null_not_nan_when_nothing_is_scored(weights, small_split, tmp_path, capsys):
+    import shutil
+
+    from src_model.cli import main
+
+    bare = tmp_path / "bare"
+    shutil.copytree(small_split, bare)
+    shutil.rmtree(bare / "valid" / "Annotations")
+    rc = main(["eval", "--data", str(bare), "--split", "valid", "--model", str(weights), "--device", "cpu",
+               "--max-videos", "1", "--submission", str(tmp_path / "sub.zip"), "--json",
+               "--output", str(tmp_path / "result.json")])
+    assert rc == 0
+    for text in (capsys.readouterr().out, (tmp_path / "result.json").read_text()):
+        result = _strict_json(text)
+        assert result["num_expressions"] == 0 and result["J&F"] is None and result["per_object_mean"]["J"] is None
+
+
+def test_eval_interactive_rounds_stop_when_every_frame_is_corrected(weights, small_split, tmp_path, capsys):
+    """5-frame videos: --interactive 7 runs 5 rounds; rounds 6 and 7 are not reported as if they ran."""
+    from src_model.cli import main
+
+    assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
+                 "--max-videos", "1", "--interactive", "7", "--output", str(tmp_path / "result.json")]) == 0
+    out = capsys.readouterr().out
+    assert "after 5 correction(s)" in out and "after 6 correction(s)" not in out
+    assert "--interactive 7: only 5 round(s) run" in out
+    result = _strict_json((tmp_path / "result.json").read_text())
+    assert [r["round"] for r in result["rounds"]] == [0, 1, 2, 3, 4, 5] and result["interactive"] == 7
+    for row in result["per_expression"]:
+        assert len(row["rounds"]) == 6 and sorted(row["corrected"]) == [0, 1, 2, 3, 4]

@@ -20,7 +20,42 @@ def add_arguments(parser) -> None:
                         help="no viewer: write labels.tif and overlay.mp4 to --out and print J&F")
     parser.add_argument("--model", default="default", help="'default' (bundled) or a .safetensors path")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="refsam_demo", help="output folder of --headless")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=f"output folder of --headless (default: {DEFAULT_OUT}; there an earlier demo's "
+                             f"{' and '.join(DEMO_FILES)} are replaced while the folder holds nothing else)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace {' and '.join(DEMO_FILES)} already in --out")
+
+
+DEFAULT_OUT = "refsam_demo"
+DEMO_FILES = ("labels.tif", "overlay.mp4")  # what --headless writes into --out
+
+
+def check_out(out: str | None, overwrite: bool) -> Path:
+    """The --headless output folder, refused before the model loads when the demo must not write there.
+
+    A second ``refsam demo`` (the README's quick start) replaces the first one's files in the default
+    folder, as long as it holds only those: anything else there may be the user's, so it takes --overwrite.
+    """
+    from ..atomic import OutputExistsError, check_replaceable_dir
+
+    folder = Path(DEFAULT_OUT if out is None else out)
+    first = next(p for p in (folder, *folder.absolute().parents) if p.exists() or p.is_symlink())
+    if not first.is_dir():
+        raise ValueError(f"--out {folder}: {first} is a file; name a folder for {' and '.join(DEMO_FILES)}")
+    existing = [folder / name for name in DEMO_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+    for path in existing:
+        if path.is_dir():  # said first: --overwrite would not help
+            raise OutputExistsError(f"{path} is a folder; not replacing it: choose another --out")
+    if existing and not overwrite:
+        if out is None:
+            try:
+                check_replaceable_dir(folder, DEMO_FILES.__contains__)
+                return folder  # only an earlier demo's output
+            except OutputExistsError:
+                pass
+        raise OutputExistsError(f"{existing[0]} already exists; pass --overwrite to replace it, or choose another --out")
+    return folder
 
 
 def sample_clip():
@@ -68,6 +103,7 @@ def run_headless(model, out: Path) -> dict:
     """Segment every sample expression in one session; write the files; return the scores."""
     import numpy as np
 
+    from ..atomic import atomic_path
     from ..export.tiff import write_tiff
     from ..metrics import evaluate_video, summarize
     from ..video.session import VideoSession
@@ -86,9 +122,11 @@ def run_headless(model, out: Path) -> dict:
     for gt, obj in ids.items():
         pred[labels == obj] = gt
     scores = evaluate_video(pred, clip.labels, obj_ids=sorted(texts))
+    # Replacing is allowed here: check_out() refused what must not be replaced before the model loaded.
     write_tiff(out / "labels.tif", pred, {gt: [t] for gt, t in texts.items()}, overwrite=True,
                video_name=clip.name)
-    write_video(out / "overlay.mp4", overlay(clip.frames, pred), fps=8)
+    with atomic_path(out / "overlay.mp4") as tmp:  # never half a video, never written through a link
+        write_video(tmp, overlay(clip.frames, pred), fps=8)
     return {"texts": texts, "scores": scores, "summary": summarize(scores)}
 
 
@@ -98,6 +136,7 @@ def run(args) -> int:
     headless = args.headless or not has_display()
     if not args.headless and headless:
         print("refsam demo: no display (or no napari/Qt); running --headless", file=sys.stderr)
+    out = check_out(args.out, args.overwrite) if headless else None  # before the model loads
     start = time.time()
     model = load_refsam(args.model, device=args.device)
     if not headless:
@@ -105,11 +144,11 @@ def run(args) -> int:
         from napari_refsam._demo import run_gui
 
         return run_gui(model)
-    result = run_headless(model, Path(args.out))
+    result = run_headless(model, out)
     for gt, text in result["texts"].items():
         s = result["scores"][gt]
         print(f"object {gt}: {text!r:<48} J {s['J']:.3f}  F {s['F']:.3f}  J&F {s['J&F']:.3f}")
     s = result["summary"]
     print(f"mean over {len(result['texts'])} objects: J {s['J']:.3f}  F {s['F']:.3f}  J&F {s['J&F']:.3f}")
-    print(f"wrote {Path(args.out) / 'labels.tif'} and {Path(args.out) / 'overlay.mp4'} in {time.time() - start:.1f} s")
+    print(f"wrote {out / 'labels.tif'} and {out / 'overlay.mp4'} in {time.time() - start:.1f} s")
     return 0
