@@ -7,6 +7,7 @@ VideoSession) and reports through the items it yields:
     ("object", obj_id)        an object was added
     ("frame", t, labels)      propagation wrote frame t
     ("status", text)          a long step began
+    ("progress", n)           n frames done by a step that shows no labels (a dataset export)
     ("warning", text)         something non-fatal failed (e.g. the autosave)
     ("saved", path)           the session was autosaved to path (recorded, not shown)
 

@@ -151,6 +151,8 @@ class SessionView:
                 self._take_model(item[1].model)
         elif kind == "status":
             self.status.setText(item[1])
+        elif kind == "progress":  # frames done by a job that shows no labels (an export)
+            self.progress.setValue(min(self.progress.maximum(), int(item[1])))
         elif kind == "warning":
             show_warning(item[1])
 

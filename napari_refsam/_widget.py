@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from . import _jobs
 from ._autosave import SESSION_FILE
+from ._dataset_export import DatasetExport
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable
@@ -33,7 +34,7 @@ __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
 
 
-class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionView, QWidget):
+class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExport, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
 
@@ -86,6 +87,10 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
         self.remove_button = QPushButton("Remove object")
         self.remove_button.clicked.connect(lambda: self.remove_object())
         self.auto_repropagate = QCheckBox("Re-propagate after each paint stroke")
+        self.export_button = QPushButton("Export dataset…")
+        self.export_button.setToolTip("Add this video, its labels and expressions to a Ref-YouTube-VOS-style "
+                                      "dataset folder (for refsam train / eval)")
+        self.export_button.clicked.connect(lambda: self.export_dataset())
 
         objects = QGroupBox("Objects")
         grid = QGridLayout(objects)
@@ -98,6 +103,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
         grid.addWidget(self.remove_button, 2, 2)
         grid.addWidget(self.undo_button, 3, 0)
         grid.addWidget(self.cancel_button, 3, 1)
+        grid.addWidget(self.export_button, 3, 2)
         grid.addWidget(self.auto_repropagate, 4, 0, 1, 3)
         self.objects = ObjectTable()
         self.objects.itemSelectionChanged.connect(self._refresh_buttons)
@@ -137,6 +143,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, SessionVie
                                (self.model_panel.load_button, True),
                                (self.repropagate_button, session is not None and bool(session.objects)),
                                (self.undo_button, session is not None and session.can_undo),
+                               (self.export_button, session is not None and bool(session.objects)),
                                (self.remove_button, session is not None and self.objects.selected_object() is not None)):
             button.setEnabled(usable and not busy)
         self.cancel_button.setEnabled(busy)
