@@ -47,6 +47,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         self._pending_restore = None
         self._offered: set = set()  # autosaves already offered (asked once per file)
         self._retry_with_next_model: set = set()  # autosaves whose restore failed on the model in use
+        self._told_not_autosaved: set = set()  # ids of video layers already said to have no autosave
         # Sessions of other video layers, kept while the user looks at another one (an in-memory
         # clip has no autosave to come back to): {id(image layer): (session, labels layer)}.
         self._parked: dict = {}
@@ -281,6 +282,11 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
             show_info("RefSAM: restoring the saved session of this video first; then try again.")
             return False
         self._use_video(layer)
+        if self.autosave_file(layer) is None and id(layer) not in self._told_not_autosaved:
+            # An in-memory video (the sample data, an array) has no file to save next to.
+            self._told_not_autosaved.add(id(layer))
+            show_info(f"RefSAM: “{layer.name}” has no file, so its session is not autosaved; "
+                      "choose an “Autosave to” folder to keep it.")
         return True
 
     def _use_video(self, layer, restoring: bool = False) -> None:

@@ -177,15 +177,20 @@ def test_switching_model_keeps_the_session(make_napari_viewer, qtbot, mp4, tiny_
     assert len(viewer.layers) == 2  # the same Labels layer, not a second one
 
 
-def test_sample_data_array_video_and_autosave_folder(make_napari_viewer, qtbot, tmp_path, tiny_model):
+def test_sample_data_array_video_and_autosave_folder(make_napari_viewer, qtbot, tmp_path, tiny_model, notes):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-refsam", "synthetic_referring_video")
     _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
     widget.set_model(tiny_model)
     assert widget.autosave_file() is None  # an in-memory clip: nowhere to autosave by default
-    widget.autosave_edit.setText(str(tmp_path))
     expressions = viewer.layers[0].metadata["refsam_expressions"]
     segment(qtbot, widget, expressions[1][0])
+    assert "has no file, so its session is not autosaved" in notes.messages()  # said, once
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    widget.autosave_edit.setText(str(tmp_path))
+    segment(qtbot, widget, expressions[1][0])
+    assert notes.messages().count("is not autosaved") == 1
     assert widget.labels_layer.data.shape == viewer.layers[0].data.shape[:3]
     assert np.array_equal(widget.labels_layer.data, widget.session.labels)
     assert widget.autosave_file().is_file() and widget.autosave_file().is_relative_to(tmp_path)
