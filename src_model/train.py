@@ -14,6 +14,7 @@ parameters unused in a step; a DistributedSampler shards the data; only rank 0 w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import random
@@ -29,7 +30,7 @@ from .errors import TrainingDivergedError
 from .train_checkpoints import (check_resume_options, check_run_folder, export_weights, read_checkpoint,
                                 restore_checkpoint, save_checkpoint)
 from .train_clip import TextCache, clip_forward
-from .train_data import build_dataset, micro_batches, step_batches
+from .train_data import build_dataset, fit_step_to_dataset, micro_batches, step_batches
 
 # Paper learning rates for a pretrained (frozen) SAM; the decoder barely moves (1e-4 breaks it).
 PRETRAINED_LRS = {"adapters": 1e-4, "text_mlp": 1e-4, "hda": 1e-4, "itm": 1e-4, "mask_decoder": 1e-6}
@@ -37,6 +38,9 @@ PRETRAINED_LRS = {"adapters": 1e-4, "text_mlp": 1e-4, "hda": 1e-4, "itm": 1e-4, 
 # and decoder included) gets one higher rate; 3e-4 with warm-up is stable for the tiny preset.
 SCRATCH_LR = 3e-4
 LR_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "adapters", "text_mlp", "hda", "itm")
+# train_log.csv: means over the steps since the last row; lr is the largest learning rate of the
+# parameter groups at that step (fine-tuning a pretrained SAM: the adapters' and heads' rate, not
+# the mask decoder's 100x smaller one); time is seconds since the run began.
 CSV_FIELDS = ("step", "loss", "dice", "focal", "iou", "lr", "time")
 
 
@@ -154,8 +158,6 @@ def _resized_model(model, opts: TrainOptions, device: torch.device):
     training at the clips' own size costs ~4x less and loses no information; the weights file
     records the size, so every user of the model runs it at that size.
     """
-    import dataclasses
-
     from .modeling.refsam import RefSAM
     from .modeling.resolution import check_image_size
 
@@ -243,6 +245,13 @@ def train(opts: TrainOptions, model=None) -> dict:
     if saved is not None:
         check_resume_options(ckpt, saved["options"], opts, default_image_size)
     dataset = build_dataset(opts)  # bad --data is refused before the run folder is made
+    # A small export (README: segment --dataset, then train) may hold fewer items than one step;
+    # the step shrinks to fit, the same way on a resume (the data offset counts its items).
+    batch_size, accum, note = fit_step_to_dataset(len(dataset), world, opts.batch_size, opts.accum)
+    if note is not None:
+        opts = dataclasses.replace(opts, batch_size=batch_size, accum=accum)
+        if rank == 0:
+            print(note, file=sys.stderr)
     step, seconds_before = 0, 0.0
     if saved is not None:
         step, seconds_before = restore_checkpoint(ckpt, saved, model, optimizer, generator)
@@ -330,7 +339,7 @@ def train(opts: TrainOptions, model=None) -> dict:
                             new_log = False
                         writer.writerow([
                             step, *(f"{row[k]:.5f}" for k in ("loss", "dice", "focal", "iou")),
-                            f"{optimizer.param_groups[0]['lr']:.3g}", f"{elapsed:.1f}"])
+                            f"{max(g['lr'] for g in optimizer.param_groups):.3g}", f"{elapsed:.1f}"])
                     window = []
                 if step % opts.save_every == 0 or last:
                     if not all(bool(torch.isfinite(p).all()) for p in params):  # never save or export NaN weights

@@ -40,6 +40,34 @@ def build_dataset(opts):
     return dataset
 
 
+def fit_step_to_dataset(items: int, world: int, batch_size: int, accum: int) -> tuple[int, int, str | None]:
+    """(batch size, accum, note): one step's ``batch_size x accum`` items lowered to fit the
+    ``items // world`` items a rank has per epoch (a small export: an item is one expression with a
+    mask), with a one-line note saying so, or None when they already fit.
+
+    Keeps ``accum`` and lowers the batch size; only when even one clip per micro-batch needs more
+    items does ``accum`` go down too. A function of the numbers alone, so a resumed run (whose data
+    offset is ``step x batch_size x accum``) lowers the same way. Fewer items than ranks is refused.
+    """
+    per_rank = items // max(1, world)
+    if batch_size * accum <= per_rank:
+        return batch_size, accum, None
+    what = f"{items} item{'s' if items != 1 else ''} (an item is one expression with a mask)"
+    if per_rank == 0:
+        raise ValueError(f"the dataset has {what}, fewer than the {world} training processes need (one each); "
+                         "run fewer processes (torchrun --nproc-per-node) or add expressions to the dataset")
+    if accum <= per_rank:
+        lowered = (per_rank // accum, accum)
+    else:
+        lowered = (1, per_rank)
+    where = f", {per_rank} for each of the {world} processes," if world > 1 else ","
+    changed = " and ".join(f"--{flag} {new}" for flag, old, new in
+                           (("batch-size", batch_size, lowered[0]), ("accum", accum, lowered[1])) if old != new)
+    note = (f"refsam train: the dataset has {what}{where} fewer than one step of --batch-size {batch_size} "
+            f"x --accum {accum} takes; training with {changed} instead (more expressions allow larger steps)")
+    return lowered[0], lowered[1], note
+
+
 def common_frame_size(videos) -> tuple[int, int] | None:
     """None when every video has one frame size; else the most common (H, W), to which all clips
     are then resized, aspect ratio not kept (a batch stacks clips of one size). Only image headers

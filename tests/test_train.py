@@ -539,3 +539,63 @@ def test_out_or_export_in_the_way_is_refused_up_front(tmp_path, capsys):
     assert main([*_FAST, "--steps", "1", "--out", str(out), "--resume",
                  "--export", str(tmp_path / "nowhere" / "m.safetensors")]) == 2
     assert "does not exist" in _one_line_error(capsys) and not out.exists()
+
+
+# ----------------------------------------------------------------------------- small exports, the log
+def _one_expression_dataset(root):
+    """The README's `segment --text ... --dataset` export in miniature: one video, one expression."""
+    import json
+
+    from src_model.data.synthetic import write_synthetic_dataset
+
+    folder = write_synthetic_dataset(root, 1, seed=5, split="train", num_frames=4, size=(64, 64))
+    meta_path = folder / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    (video,) = meta["videos"].values()
+    first = sorted(video["expressions"])[0]
+    video["expressions"] = {first: video["expressions"][first]}
+    meta_path.write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_one_expression_dataset_trains_with_the_default_batch_size(tmp_path, capsys):
+    from src_model.cli import main
+
+    data = _one_expression_dataset(tmp_path / "data")
+    common = ["train", "--data", str(data), "--num-frames", "2", "--image-size", "64", "--from-scratch",
+              "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]  # --batch-size 2, the default
+    capsys.readouterr()
+    assert main([*common, "--steps", "1"]) == 0
+    note = capsys.readouterr().err.strip()
+    assert len(note.splitlines()) == 1, note
+    assert "1 item" in note and "expression with a mask" in note and "--batch-size 1" in note, note
+    # A resume shrinks the step the same way (the data offset counts its items) and goes on.
+    assert main([*common, "--steps", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert note in err and "resumed from" in err
+    with open(tmp_path / "run" / "train_log.csv") as handle:
+        assert [r["step"] for r in csv.DictReader(handle)] == ["1", "2"]
+    # Steps that fit say nothing; accum goes down only when one clip per micro-batch is too many.
+    assert main([*common, "--batch-size", "1", "--steps", "1", "--overwrite"]) == 0
+    assert "item" not in capsys.readouterr().err
+    assert main([*common, "--batch-size", "1", "--accum", "3", "--steps", "1", "--overwrite"]) == 0
+    assert "--accum 1 instead" in capsys.readouterr().err
+    # An empty dataset is still refused as such, in one line.
+    meta = data / "meta_expressions.json"
+    meta.write_text(meta.read_text().replace('"obj_id"', '"no_obj_id"'))
+    assert main([*common, "--steps", "1", "--out", str(tmp_path / "empty")]) == 2
+    assert "no expressions with object ids and masks" in _one_line_error(capsys)
+
+
+def test_the_logged_lr_is_the_largest_of_the_parts(tmp_path):
+    """Fine-tuning keeps the mask decoder at 1e-6 while the heads train at 1e-4; the log shows the
+    largest rate (here --lr-itm's), warm-up included, not the first parameter group's."""
+    from src_model.cli import main
+
+    fine_tune = [a for a in _FAST if a != "--from-scratch"]
+    out = tmp_path / "run"
+    assert main([*fine_tune, "--steps", "2", "--warmup", "2", "--lr-itm", "3e-4", "--log-every", "1",
+                 "--out", str(out)]) == 0
+    with open(out / "train_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1.5e-4, 3e-4])
