@@ -1,11 +1,13 @@
 """Where a video's session is autosaved, and keeping an older autosave the user declined.
 
-Layout: ``<video>.refsam/session.npz`` next to the video file or frame folder, or
-``<folder>/<video name>.refsam/session.npz`` when the user picked an autosave folder (needed for
-videos that are in-memory arrays, e.g. the sample data).
+Layout: ``<video>.refsam/session.npz`` next to the video file or frame folder, or, when the user
+picked an autosave folder (needed for videos that are in-memory arrays, e.g. the sample data),
+``<folder>/<video name>-<hash of its path>.refsam/session.npz`` (``<layer name>.refsam`` for an
+in-memory video).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -16,12 +18,24 @@ SESSION_FILE = "session.npz"
 def autosave_path(source: str | None, name: str | None, folder: str | os.PathLike | None) -> Path | None:
     """The autosave file for a video; None when there is nowhere sensible to put it."""
     if folder:
-        stem = Path(source).name if source else (name or "video")
-        return Path(folder) / f"{stem}.refsam" / SESSION_FILE
+        if not source:  # an in-memory video: its layer name is all there is
+            return Path(folder) / f"{name or 'video'}.refsam" / SESSION_FILE
+        # One folder serves every video: same-named videos from different places (x/clip.mp4,
+        # y/clip.mp4) must not share an autosave, so the name carries a hash of the whole path.
+        src = Path(source).resolve()
+        tag = hashlib.blake2b(str(src).encode(), digest_size=4).hexdigest()
+        return Path(folder) / f"{src.name}-{tag}.refsam" / SESSION_FILE
     if source:
         src = Path(source)
         return src.parent / f"{src.name}.refsam" / SESSION_FILE
     return None
+
+
+def earlier_autosave_path(source: str | None, folder: str | os.PathLike | None) -> Path | None:
+    """Where an autosave folder kept a file's session before the names carried a path hash. Such a
+    file may belong to another video of the same name, so it is only restored once checked
+    (``_jobs.restore`` with ``autosave=True``)."""
+    return Path(folder) / f"{Path(source).name}.refsam" / SESSION_FILE if folder and source else None
 
 
 def existing_autosave(path: Path | None) -> Path | None:

@@ -156,27 +156,33 @@ def repropagate(session, frame: int, token, direction: str, save_to=None):
 def restore(model, path, video, autosave: bool = False):
     """``VideoSession.load`` of a saved session, on the video the widget shows.
 
-    autosave: ``path`` is this video's autosave. If it does not fit the video (changed since) or
-    cannot be read, it is set aside, so the next autosave of a fresh session does not replace it.
-    Other failures (the model, memory) and files the user picked leave the file where it is.
+    autosave: ``path`` is this video's autosave, offered without the user picking it. It is only
+    restored if it was saved for this very video: a session of another video (a same-named one
+    sharing the autosave folder, say) or of this video before it changed is set aside, as is one
+    that does not fit the video or cannot be read, so the next autosave of a fresh session does not
+    replace it. Other failures (the model, memory) and files the user picked leave the file where
+    it is; a picked file may be restored onto a changed video, with a warning.
     """
     from src_model.errors import CacheMismatchError, DatasetFormatError, VideoReadError
     from src_model.video.session import VideoSession
 
     yield ("status", f"Restoring session from {path}…")
+    notes = []  # the engine's warnings, said as this job's: a warnings.warn in this thread may never show
     try:
-        session = VideoSession.load(model, path, video=video)
-    except (VideoReadError, DatasetFormatError, CacheMismatchError):
+        session = VideoSession.load(model, path, video=video, same_video=autosave, warn=notes.append)
+    except (VideoReadError, DatasetFormatError, CacheMismatchError) as exc:
         if not autosave:
             raise
         try:
             kept = set_aside(Path(path))
-        except OSError as exc:
-            yield ("warning", f"RefSAM: the saved session {path} could not be set aside ({exc}); "
+        except OSError as err:
+            yield ("warning", f"RefSAM: the saved session {path} could not be set aside ({err}); "
                               "the next autosave will replace it")
         else:
-            yield ("warning", f"RefSAM: the saved session was not restored; it was kept as {kept}")
+            yield ("warning", f"RefSAM: the saved session was not restored ({exc}); it was kept as {kept}")
         raise
+    for note in notes:
+        yield ("warning", f"RefSAM: {note}")
     yield ("session", session)
     return session
 

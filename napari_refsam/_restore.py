@@ -7,13 +7,15 @@ restored onto that video (once a model is loaded), or kept under a dated name wh
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
 from . import _jobs
-from ._autosave import autosave_path, existing_autosave, set_aside
+from ._autosave import autosave_path, earlier_autosave_path, existing_autosave, set_aside
 from ._reader import NAME_KEY, SOURCE_KEY
 
 
@@ -26,13 +28,21 @@ class SessionRestore:
         return autosave_path(meta.get(SOURCE_KEY), meta.get(NAME_KEY) or layer.name,
                              self.autosave_edit.text().strip() or None)
 
+    def _earlier_autosave_file(self, layer):
+        return earlier_autosave_path(layer.metadata.get(SOURCE_KEY), self.autosave_edit.text().strip() or None)
+
+    def _saved_autosave(self, layer):
+        """The video's autosave on disk: its own file, else the one an autosave folder held under the
+        name files had before it carried a path hash (checked when restored: ``_jobs.restore``)."""
+        return existing_autosave(self.autosave_file(layer)) or existing_autosave(self._earlier_autosave_file(layer))
+
     # ----------------------------------------------------------------------------- restore
     def _offer_restore_for_selected(self) -> None:
         self._offer_restore(self.selected_layer())
 
     def _offer_restore(self, layer) -> bool:
         """Offer the video's autosave once; True if its restore started (or waits for a model)."""
-        path = existing_autosave(self.autosave_file(layer)) if layer is not None else None
+        path = self._saved_autosave(layer) if layer is not None else None
         # Not while a job runs: a first run's session may still be on its way (offered when the
         # job ends, ``_follow_pick``, or before the next action on this video, ``_ready``).
         if (path is None or path in self._offered or self.session is not None or self._worker is not None
@@ -75,13 +85,27 @@ class SessionRestore:
             self._detach_session()
         self._use_video(layer, restoring=True)
         model, video = self.model, self._video_of(layer)
-        own = self.autosave_file(layer)
-        autosave = own is not None and Path(path).resolve() == Path(own).resolve()
+        own, earlier = self.autosave_file(layer), self._earlier_autosave_file(layer)
+        is_earlier = earlier is not None and Path(path).resolve() == earlier.resolve()
+        # The video's own autosave (or an earlier one) comes without the user picking it: the job
+        # restores it only if it was saved for this very video.
+        autosave = is_earlier or (own is not None and Path(path).resolve() == Path(own).resolve())
         # A restore that fails and leaves the file in place (a model problem, say) is offered again
         # with the next model, not before each action: on this model it would fail each time, and
         # a new session here keeps the file under a dated name (``_jobs._ensure_session``).
         return self._start("restoring the session", lambda token: _jobs.restore(model, path, video, autosave),
-                           on_error=lambda result: self._retry_with_next_model.add(path))
+                           on_error=lambda result: self._retry_with_next_model.add(path),
+                           on_done=(lambda result: self._adopt_earlier_autosave(path, own)) if is_earlier else None)
+
+    def _adopt_earlier_autosave(self, path, own) -> None:
+        """An earlier autosave, restored (so checked to be this video's), becomes its own file: not
+        left where a same-named video would find it, refuse it and set it aside."""
+        if own is not None and not own.exists():
+            own.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, own)
+            self._offered.add(own)  # offered already, as the earlier file
+            with contextlib.suppress(OSError):
+                Path(path).parent.rmdir()  # the earlier folder, when nothing else is in it
 
     def _drop_pending_restore(self) -> None:
         """Forget a restore that waits for a model; its autosave is offered again when its video is

@@ -72,9 +72,13 @@ def _read_npy(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
         raise DatasetFormatError(f"session file {path}: entry {name} is missing or unreadable ({exc})") from None
 
 
-def load_session(cls, model, path, video=None, **kwargs):
+def load_session(cls, model, path, video=None, *, same_video: bool = False, warn=None, **kwargs):
     """Restore a session saved by ``save_session`` (see ``VideoSession.load``).
 
+    same_video: refuse (VideoReadError) a session saved for another video, or for this one before
+    it changed (its identity differs; a file or frame folder moved as it was still counts as the
+    same). Otherwise such a session is restored, and ``warn(message)`` says so (default
+    ``warnings.warn``; a job in a worker thread passes its own, to tell the user in its own way).
     kwargs override the saved settings (cache_dir, labels_path, batch_size, ...).
     """
     path = Path(path).expanduser()
@@ -87,14 +91,15 @@ def load_session(cls, model, path, video=None, **kwargs):
         raise DatasetFormatError(f"{path} is not a napari-refsam session file ({exc})") from None
     with archive:
         try:
-            return _open_saved(cls, model, path, video, meta, archive, kwargs)
+            return _open_saved(cls, model, path, video, meta, archive, kwargs, same_video, warn)
         except KeyError as exc:  # an entry of the archive or a key of session.json
             missing = exc.args[0] if exc.args else exc  # zipfile says which entry; json keys come bare
             raise DatasetFormatError(f"{path} is incomplete or damaged, not a whole napari-refsam session: "
                                      f"missing {missing!s}") from None
 
 
-def _open_saved(cls, model, path: Path, video, meta: dict, archive: zipfile.ZipFile, kwargs: dict):
+def _open_saved(cls, model, path: Path, video, meta: dict, archive: zipfile.ZipFile, kwargs: dict,
+                same_video: bool, warn):
     """``load_session`` once the archive is open: the session, restored."""
     if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise DatasetFormatError(f"{path}: format {meta.get('format')!r} version {meta.get('format_version')} "
@@ -109,21 +114,38 @@ def _open_saved(cls, model, path: Path, video, meta: dict, archive: zipfile.ZipF
     settings.update(kwargs)
     session = cls(model, video, **settings)
     try:
-        _restore(session, meta, archive, path)
+        _restore(session, meta, archive, path, same_video, warn)
     except BaseException:
         session.close()
         raise
     return session
 
 
-def _restore(session, meta: dict, archive: zipfile.ZipFile, path: Path) -> None:
+def _moved(identity: str, saved: dict, source) -> bool:
+    """The saved video under another path, as it was: a file or frame folder keeps its sizes and
+    modification times when moved or renamed, so the identities differ only by the path."""
+    if saved.get("path") is None or source.path is None:
+        return False
+    return identity.replace(str(Path(source.path).resolve()), "", 1) == saved["identity"].replace(saved["path"], "", 1)
+
+
+def _restore(session, meta: dict, archive: zipfile.ZipFile, path: Path, same_video: bool, warn) -> None:
     shape = [session.num_frames, *session.frame_shape]
     if shape != list(meta["video"]["shape"]):
         raise VideoReadError(f"{path} was saved for a video of shape {tuple(meta['video']['shape'])} (T, H, W), "
                              f"but {session.source.name!r} has shape {tuple(shape)}")
-    if session.source.identity() != meta["video"]["identity"]:
-        warnings.warn(f"{session.source.name!r} is not byte-identical to the video {path} was saved with "
-                      "(moved or re-encoded?); labels are restored as saved", stacklevel=3)
+    identity, saved = session.source.identity(), meta["video"]
+    if identity != saved["identity"]:
+        if same_video and not _moved(identity, saved, session.source):
+            was = saved["path"] or f"an in-memory video ({saved['name']!r})"
+            now = session.source.path or f"this in-memory video ({session.source.name!r})"
+            raise VideoReadError(f"{path} was saved for {was}; {now} is another video, or has changed since")
+        message = (f"{session.source.name!r} is not byte-identical to the video {path} was saved with "
+                   "(moved or re-encoded?); labels are restored as saved")
+        if warn is None:
+            warnings.warn(message, stacklevel=3)
+        else:
+            warn(message)
     same_model = str(session.model.weights_id) == meta["weights_id"]
     dim = session.model.config.sam.prompt_embed_dim
     for entry in meta["objects"]:

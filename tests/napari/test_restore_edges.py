@@ -382,3 +382,134 @@ def test_picking_a_parked_video_while_a_model_loads_adopts_its_session(make_napa
     wait_idle(qtbot, widget)
     assert widget.video_layer is other_layer and widget.session is first and first.can_undo
     assert widget._parked == {} and not list((mp4.parent / "other.mp4.refsam").glob("session-*.npz"))
+
+
+def segment_with_autosave_folder(make_napari_viewer, qtbot, video, model, folder, text=TEXT):
+    """Segment ``video`` in a viewer autosaving to ``folder``, then close it: (its labels, its autosave)."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, video)
+    widget.autosave_edit.setText(str(folder))  # before the model: the offer is made with it
+    widget.set_model(model)
+    wait_idle(qtbot, widget)
+    segment(qtbot, widget, text)
+    saved, path = np.array(widget.labels_layer.data), widget.autosave_file()
+    viewer.close()
+    return saved, path
+
+
+def test_same_named_videos_sharing_an_autosave_folder_keep_their_own_sessions(make_napari_viewer, qtbot, tmp_path,
+                                                                             clip, tiny_model, notes, monkeypatch):
+    """x/clip.mp4 and y/clip.mp4 autosaved to one folder: two autosaves, each restored onto its own
+    video (never x's objects and labels onto y, nor one set aside as the other's)."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)  # an offer of the other's session is taken
+    saves = tmp_path / "saves"
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
+    x = write_video(tmp_path / "x" / "clip.mp4", clip.frames, fps=10)
+    frames = np.asarray(clip.frames)
+    y = write_video(tmp_path / "y" / "clip.mp4",
+                    generate_clip(9, num_frames=len(frames), size=frames.shape[1:3]).frames, fps=10)  # same shape
+    texts = {x: TEXT, y: "the blue square"}
+    saved = {video: segment_with_autosave_folder(make_napari_viewer, qtbot, video, tiny_model, saves, texts[video])
+             for video in (x, y)}
+    assert saved[x][1] != saved[y][1] and saved[x][1].is_file() and saved[y][1].is_file()
+    for video in (x, y):
+        viewer = make_napari_viewer()
+        widget = open_with_widget(viewer, video)
+        widget.autosave_edit.setText(str(saves))
+        widget.set_model(tiny_model)
+        wait_idle(qtbot, widget)
+        assert widget.session is not None and widget.objects.object_ids() == [1]
+        assert widget.session.objects[1]["text"] == texts[video]
+        assert np.array_equal(widget.labels_layer.data, saved[video][0])
+        viewer.close()
+    assert not list(saves.glob("*/session-*.npz")) and "not restored" not in notes.messages()
+
+
+def test_an_autosave_of_a_video_replaced_since_is_set_aside_not_restored(make_napari_viewer, qtbot, mp4, clip,
+                                                                         tiny_model, notes, monkeypatch):
+    """The video file replaced by another clip of the same shape: its autosave is not restored onto
+    it (the objects and labels belong to the old clip); it is kept under a dated name, and said."""
+    from src_model import VideoSession
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    write_video(mp4, generate_clip(9, num_frames=len(saved), size=saved.shape[1:]).frames, fps=10)  # same shape
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    qtbot.waitUntil(lambda: "is another video, or has changed since" in notes.messages(), timeout=30_000)
+    wait_idle(qtbot, widget)
+    assert widget.session is None and (widget.labels_layer is None or not widget.labels_layer.data.any())
+    folder = mp4.parent / "clip.mp4.refsam"
+    kept = list(folder.glob("session-*.npz"))
+    assert not (folder / "session.npz").exists() and len(kept) == 1
+    warning = next(m for s, m in notes.all() if s == "warning" and str(kept[0]) in m)
+    assert str(folder / "session.npz") in warning and "not restored" in warning
+    old = VideoSession.load(tiny_model, kept[0], video=np.asarray(clip.frames))  # the earlier work, whole
+    try:
+        assert np.array_equal(old.labels, saved) and old.objects[1]["text"] == TEXT
+    finally:
+        old.close()
+
+
+def test_a_picked_session_restored_onto_a_changed_video_says_so(make_napari_viewer, qtbot, mp4, tiny_model, notes,
+                                                                tmp_path):
+    """A file the user picks may go onto a changed video, but the engine's warning reaches napari."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saved = segmented_autosave(make_napari_viewer, qtbot, mp4, tiny_model)
+    mine = tmp_path / "my_run.npz"
+    (mp4.parent / "clip.mp4.refsam" / "session.npz").rename(mine)
+    write_video(mp4, generate_clip(9, num_frames=len(saved), size=saved.shape[1:]).frames, fps=10)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    widget.restore_session(mine)
+    wait_idle(qtbot, widget)
+    assert widget.session is not None and np.array_equal(widget.labels_layer.data, saved)
+    assert "is not byte-identical to the video" in notes.messages() and mine.is_file()
+
+
+def test_an_autosave_next_to_a_moved_video_is_still_restored(make_napari_viewer, qtbot, tmp_path, clip, tiny_model,
+                                                             notes, monkeypatch):
+    """A video folder moved as it was (the file keeps its size and times) keeps its autosave: the
+    same video under another path, restored, with the engine's note that it moved."""
+    from src_model.video.source import write_video
+
+    (tmp_path / "before").mkdir()
+    video = write_video(tmp_path / "before" / "clip.mp4", clip.frames, fps=10)
+    saved = segmented_autosave(make_napari_viewer, qtbot, video, tiny_model)
+    (tmp_path / "before").rename(tmp_path / "after")
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, tmp_path / "after" / "clip.mp4", tiny_model)
+    wait_idle(qtbot, widget)
+    assert widget.session is not None and np.array_equal(widget.labels_layer.data, saved)
+    assert "is not byte-identical to the video" in notes.messages()
+    assert not list((tmp_path / "after" / "clip.mp4.refsam").glob("session-*.npz"))
+
+
+def test_an_autosave_folder_session_from_before_the_path_hash_is_restored_and_renamed(make_napari_viewer, qtbot,
+                                                                                      tmp_path, mp4, tiny_model,
+                                                                                      monkeypatch):
+    """An autosave folder's ``<video name>.refsam/session.npz`` from before names carried a path hash
+    is still offered; restored (so checked to be this video's), it takes the video's new name."""
+    saves = tmp_path / "saves"
+    saved, path = segment_with_autosave_folder(make_napari_viewer, qtbot, mp4, tiny_model, saves)
+    earlier = saves / "clip.mp4.refsam" / "session.npz"
+    assert path != earlier
+    earlier.parent.mkdir()
+    path.replace(earlier)
+    path.parent.rmdir()
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4)
+    widget.autosave_edit.setText(str(saves))
+    widget.set_model(tiny_model)
+    wait_idle(qtbot, widget)
+    assert widget.session is not None and np.array_equal(widget.labels_layer.data, saved)
+    assert path.is_file() and not earlier.parent.exists()
