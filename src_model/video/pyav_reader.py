@@ -34,6 +34,7 @@ class PyAVReader:
         self._av = av
         self.path = path
         self.name = path.stem
+        self.frames_decoded = 0  # by the decoder, ever (the probe of the first frame too): what reads cost
         try:
             self._container = av.open(str(path), mode="r")
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -122,7 +123,9 @@ class PyAVReader:
                 frames = stream.decode(packet)
             except av.error.FFmpegError:
                 continue
-            yield from frames
+            for frame in frames:
+                self.frames_decoded += 1
+                yield frame
             if packet is None:
                 return
 
