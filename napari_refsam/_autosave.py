@@ -38,6 +38,19 @@ def earlier_autosave_path(source: str | None, folder: str | os.PathLike | None) 
     return Path(folder) / f"{Path(source).name}.refsam" / SESSION_FILE if folder and source else None
 
 
+def saved_video_path(path: Path) -> str | None:
+    """The video path a session file records (None if it records none, or cannot be read): read
+    from its small session.json, without loading the session."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("session.json"))["video"]["path"]
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
+
+
 def existing_autosave(path: Path | None) -> Path | None:
     return path if path is not None and path.is_file() else None
 

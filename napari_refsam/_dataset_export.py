@@ -86,18 +86,23 @@ class DatasetExport:
                 return False
         name = name or dataset_name(self.video_layer)
         try:
-            check_can_add(root, name, bool(overwrite))  # before the frames are read, not after
-        except OutputExistsError:
-            if overwrite is None:
-                reply = QMessageBox.question(self, "RefSAM", f"The dataset {root} already has a video '{name}'.\n\n"
-                                             "Replace it?")
-                overwrite = reply == QMessageBox.StandardButton.Yes
-            if not overwrite:
-                show_warning(f"RefSAM: '{name}' is already in {root}; nothing was exported.")
-                return False
+            try:
+                check_can_add(root, name, bool(overwrite))  # before the frames are read, not after
+            except OutputExistsError:
+                if overwrite is None:
+                    reply = QMessageBox.question(self, "RefSAM", f"The dataset {root} already has a video "
+                                                 f"'{name}'.\n\nReplace it?")
+                    overwrite = reply == QMessageBox.StandardButton.Yes
+                if not overwrite:
+                    show_warning(f"RefSAM: '{name}' is already in {root}; nothing was exported.")
+                    return False
+                check_can_add(root, name, True)  # replacing: its folders must hold only what an export wrote
         except (OSError, ValueError) as exc:
             show_warning(f"RefSAM: cannot add to {root}: {exc}")
             return False
+        # on_end, not on_done: a Cancel that comes once the frames are written (the last,
+        # quick steps) cannot stop the export, and the status must say it was added.
         return self._start("exporting the dataset", lambda token: export_job(session, root, name, bool(overwrite),
                                                                              token),
-                           on_done=lambda result: self.status.setText(f"Added to the dataset: {result.value}"))
+                           on_end=lambda result: result.value is not None and self.status.setText(
+                               f"Added to the dataset: {result.value}"))

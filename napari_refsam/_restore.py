@@ -15,7 +15,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
 from . import _jobs
-from ._autosave import autosave_path, earlier_autosave_path, existing_autosave, set_aside
+from ._autosave import autosave_path, earlier_autosave_path, existing_autosave, saved_video_path, set_aside
 from ._reader import NAME_KEY, SOURCE_KEY
 
 
@@ -33,8 +33,16 @@ class SessionRestore:
 
     def _saved_autosave(self, layer):
         """The video's autosave on disk: its own file, else the one an autosave folder held under the
-        name files had before it carried a path hash (checked when restored: ``_jobs.restore``)."""
-        return existing_autosave(self.autosave_file(layer)) or existing_autosave(self._earlier_autosave_file(layer))
+        name files had before it carried a path hash, if it names this video's path (a same-named
+        video's is left alone for that video to find; ``_jobs.restore`` checks the rest)."""
+        own = existing_autosave(self.autosave_file(layer))
+        if own is not None:
+            return own
+        earlier = existing_autosave(self._earlier_autosave_file(layer))
+        source = layer.metadata.get(SOURCE_KEY)
+        if earlier is None or saved_video_path(earlier) != str(Path(source).resolve()):
+            return None
+        return earlier
 
     # ----------------------------------------------------------------------------- restore
     def _offer_restore_for_selected(self) -> None:

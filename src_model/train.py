@@ -255,6 +255,7 @@ def train(opts: TrainOptions, model=None) -> dict:
     step, seconds_before = 0, 0.0
     if saved is not None:
         step, seconds_before = restore_checkpoint(ckpt, saved, model, optimizer, generator)
+        saved = None  # the whole saved state (model and Adam moments): not kept for the run
         if rank == 0:
             print(f"refsam train: resumed from {ckpt} at step {step}", file=sys.stderr)
     elif opts.resume and rank == 0:

@@ -82,7 +82,8 @@ def run(args) -> int:
                               progress=not args.json and sys.stderr.isatty())
     result = {"model": str(args.model), "image_size": model.config.sam.image_size, "data": str(args.data),
               "split": args.split, "interactive": args.interactive, **result}
-    text = json.dumps(_json_safe(result), indent=1, allow_nan=False)
+    # Only when asked for: the per-expression rows hold per-frame scores.
+    text = json.dumps(_json_safe(result), indent=1, allow_nan=False) if args.json or args.output else None
     # The scores are printed before --output is written: a failed write must not lose them.
     if args.json:
         print(text)

@@ -143,7 +143,7 @@ def _restore(session, meta: dict, archive: zipfile.ZipFile, path: Path, same_vid
         message = (f"{session.source.name!r} is not byte-identical to the video {path} was saved with "
                    "(moved or re-encoded?); labels are restored as saved")
         if warn is None:
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, stacklevel=5)  # _restore, _open_saved, load_session, VideoSession.load: its caller
         else:
             warn(message)
     same_model = str(session.model.weights_id) == meta["weights_id"]

@@ -39,6 +39,11 @@ def test_a_corrected_session_becomes_a_dataset_that_trains(make_napari_viewer, q
     before = (root / "meta_expressions.json").read_bytes()
     assert not widget.export_dataset(root, overwrite=False)
     assert "already in" in notes.messages() and (root / "meta_expressions.json").read_bytes() == before
+    # Replacing is refused up front when the video's folder holds files an export did not write.
+    (root / "JPEGImages" / "clip" / "notes.txt").write_text("mine")
+    assert not widget.export_dataset(root, overwrite=True)
+    assert "cannot add to" in notes.messages() and (root / "JPEGImages" / "clip" / "notes.txt").is_file()
+    (root / "JPEGImages" / "clip" / "notes.txt").unlink()
     out = tmp_path / "run"
     assert main(["train", "--data", str(root), "--steps", "1", "--batch-size", "1", "--num-frames", "2",
                  "--device", "cpu", "--no-progress", "--from-scratch", "--image-size", "64", "--out", str(out)]) == 0

@@ -513,3 +513,33 @@ def test_an_autosave_folder_session_from_before_the_path_hash_is_restored_and_re
     wait_idle(qtbot, widget)
     assert widget.session is not None and np.array_equal(widget.labels_layer.data, saved)
     assert path.is_file() and not earlier.parent.exists()
+
+
+def test_an_old_style_autosave_of_a_same_named_video_is_left_for_that_video(make_napari_viewer, qtbot, tmp_path,
+                                                                            mp4, tiny_model, monkeypatch):
+    """``saves/clip.mp4.refsam`` from before the path hash, made for y/clip.mp4: opening another
+    clip.mp4 first neither offers it nor sets it aside, so y/clip.mp4 still finds its session."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.video.source import write_video
+
+    saves = tmp_path / "saves"
+    saved, path = segment_with_autosave_folder(make_napari_viewer, qtbot, mp4, tiny_model, saves)
+    earlier = saves / "clip.mp4.refsam" / "session.npz"
+    earlier.parent.mkdir()
+    path.replace(earlier)
+    path.parent.rmdir()
+    (tmp_path / "other").mkdir()
+    other = write_video(tmp_path / "other" / "clip.mp4", generate_clip(9, num_frames=len(saved),
+                                                                       size=saved.shape[1:]).frames, fps=10)
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    for video, restored in ((other, False), (mp4, True)):
+        viewer = make_napari_viewer()
+        widget = open_with_widget(viewer, video)
+        widget.autosave_edit.setText(str(saves))
+        widget.set_model(tiny_model)
+        wait_idle(qtbot, widget)
+        assert (widget.session is not None) is restored
+        assert earlier.is_file() is not restored and not list(earlier.parent.glob("session-*.npz"))
+        if restored:
+            assert np.array_equal(widget.session.labels, saved)
+        viewer.close()
