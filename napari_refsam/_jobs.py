@@ -153,7 +153,7 @@ def repropagate(session, frame: int, token, direction: str, save_to=None):
         yield from autosave(session, save_to)
 
 
-def restore(model, path, video, autosave: bool = False):
+def restore(model, path, video, autosave: bool = False, replacing=None, keep_to=None):
     """``VideoSession.load`` of a saved session, on the video the widget shows.
 
     autosave: ``path`` is this video's autosave, offered without the user picking it. It is only
@@ -162,6 +162,10 @@ def restore(model, path, video, autosave: bool = False):
     that does not fit the video or cannot be read, so the next autosave of a fresh session does not
     replace it. Other failures (the model, memory) and files the user picked leave the file where
     it is; a picked file may be restored onto a changed video, with a warning.
+
+    replacing: the session the video has now, which a picked file replaces. Once the file has
+    loaded, that session is saved to ``keep_to`` (its autosave) and set aside under a dated name,
+    then closed; if that fails, the restore fails and it stays as it was.
     """
     from src_model.errors import CacheMismatchError, DatasetFormatError, VideoReadError
     from src_model.video.session import VideoSession
@@ -181,10 +185,29 @@ def restore(model, path, video, autosave: bool = False):
         else:
             yield ("warning", f"RefSAM: the saved session was not restored ({exc}); it was kept as {kept}")
         raise
+    if replacing is not None:
+        try:
+            kept = _keep_aside(replacing, keep_to, path)
+        except BaseException:
+            session.close()
+            raise
+        if kept is not None:
+            yield ("warning", f"RefSAM: the session this video had was kept as {kept}")
     for note in notes:
         yield ("warning", f"RefSAM: {note}")
     yield ("session", session)
+    if replacing is not None:
+        replacing.close()
     return session
+
+
+def _keep_aside(session, save_to, picked) -> Path | None:
+    """Save ``session`` to its autosave file and rename that to a dated name; nothing to do when
+    the picked file is that very autosave (restoring it goes back to the last save)."""
+    if save_to is None or Path(save_to).resolve() == Path(picked).resolve():
+        return None
+    save_session(session, save_to)
+    return set_aside(Path(save_to))
 
 
 def switch_model(session, model, path, video):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QMessageBox
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from . import _jobs
 from ._autosave import autosave_path, earlier_autosave_path, existing_autosave, saved_video_path, set_aside
@@ -68,9 +68,33 @@ class SessionRestore:
             return False
         return self.restore_session(path, layer) or self._pending_restore is not None
 
-    def restore_session(self, path, layer=None) -> bool:
+    def restore_saved_session(self, path=None) -> bool:
+        """**Restore session…**: a session file the user picks (default: a file dialog), such as an
+        earlier autosave kept under a dated name, restored onto the selected video. The session
+        that video has now is kept first: saved, and set aside under a dated name."""
+        layer = self.selected_layer()
+        if layer is None:
+            show_warning("RefSAM: open the video of the session first.")
+            return False
+        own = self.autosave_file(layer)
+        if path is None:
+            start = own.parent if own is not None and own.parent.is_dir() else Path.home()
+            path, _ = QFileDialog.getOpenFileName(self, "Restore a RefSAM session", str(start),
+                                                  "RefSAM session (*.npz)")
+            if not path:
+                return False
+        has_session = (self.session is not None and layer is self.video_layer) or id(layer) in self._parked
+        if has_session and own is None:
+            show_warning(f"RefSAM: the session of “{layer.name}” is saved nowhere, and the restore would "
+                         "replace it; choose an Autosave-to folder first, so it is kept.")
+            return False
+        self._offered.add(Path(path))  # picked: never also offered as an autosave
+        return self.restore_session(Path(path), layer, picked=True)
+
+    def restore_session(self, path, layer=None, picked: bool = False) -> bool:
         """Restore an autosaved session onto ``layer`` (default: the selected video), once a model
-        is loaded: the restore waits for it, and stays with that layer if another is picked meanwhile."""
+        is loaded: the restore waits for it, and stays with that layer if another is picked meanwhile.
+        picked: the user chose the file; the session the video has now is kept aside, then replaced."""
         layer = self.selected_layer() if layer is None else layer
         if layer is None or layer not in self.viewer.layers:
             self._drop_pending_restore()
@@ -92,7 +116,7 @@ class SessionRestore:
         if self.session is not None and layer is not self.video_layer:
             self._detach_session()
         self._use_video(layer, restoring=True)
-        model, video = self.model, self._video_of(layer)
+        model, video, current = self.model, self._video_of(layer), self.session if picked else None
         own, earlier = self.autosave_file(layer), self._earlier_autosave_file(layer)
         is_earlier = earlier is not None and Path(path).resolve() == earlier.resolve()
         # The video's own autosave (or an earlier one) comes without the user picking it: the job
@@ -101,7 +125,8 @@ class SessionRestore:
         # A restore that fails and leaves the file in place (a model problem, say) is offered again
         # with the next model, not before each action: on this model it would fail each time, and
         # a new session here keeps the file under a dated name (``_jobs._ensure_session``).
-        return self._start("restoring the session", lambda token: _jobs.restore(model, path, video, autosave),
+        return self._start("restoring the session",
+                           lambda token: _jobs.restore(model, path, video, autosave, current, own),
                            on_error=lambda result: self._retry_with_next_model.add(path),
                            on_done=(lambda result: self._adopt_earlier_autosave(path, own)) if is_earlier else None)
 

@@ -117,9 +117,14 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         browse = QPushButton("…")
         browse.setMaximumWidth(30)
         browse.clicked.connect(self._choose_autosave_dir)
+        self.restore_button = QPushButton("Restore…")
+        self.restore_button.setToolTip("Restore a saved session file (an earlier one kept under a dated name, "
+                                       "say) onto this video; its current session is kept aside")
+        self.restore_button.clicked.connect(lambda: self.restore_saved_session())
         autosave_row = QHBoxLayout()
         autosave_row.addWidget(self.autosave_edit)
         autosave_row.addWidget(browse)
+        autosave_row.addWidget(self.restore_button)
 
         self.progress = QProgressBar()
         self.status = QLabel("Load a model, pick a video, type an expression.")
@@ -141,7 +146,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         undo only with something to act on, remove only with an object selected."""
         session = self.session
         for button, usable in ((self.segment_button, True), (self.prompts_button, True),
-                               (self.model_panel.load_button, True),
+                               (self.model_panel.load_button, True), (self.restore_button, True),
                                (self.repropagate_button, session is not None and bool(session.objects)),
                                (self.undo_button, session is not None and session.can_undo),
                                (self.export_button, session is not None and bool(session.objects)),

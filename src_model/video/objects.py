@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import PromptError
+from ..errors import PromptError, TextInputError
 
 TEXT, PROMPT = "text", "prompt"
 
@@ -128,6 +128,42 @@ def check_mask(mask, height: int, width: int, allow_empty: bool = True) -> np.nd
         raise PromptError("mask is empty: an object needs at least one pixel to start from")
     arr.flags.writeable = False
     return arr
+
+
+def check_add_arguments(text, frame, box, points, labels, mask, num_frames: int, height: int, width: int):
+    """The checks of ``VideoSession.add_object``'s arguments, before anything changes.
+
+    -> (stripped text or None, frame index or None, prompt dict {frame, box, points, labels} or
+    None, first mask or None).
+    """
+    has_prompt = box is not None or points is not None
+    if frame is None and (has_prompt or mask is not None):
+        raise PromptError("box=, points= and mask= need frame= (the frame they are drawn on)")
+    if text is None and frame is None:
+        raise PromptError("add_object needs text='...' or frame= with box=, points= or mask=")
+    if frame is not None:
+        frame = check_frame(frame, num_frames)
+    if labels is not None and points is None:
+        raise PromptError("labels= go with points=")
+    if text is not None and has_prompt:
+        raise PromptError("give either text or a box/points prompt (a text object may take a first mask=)")
+    if mask is not None and has_prompt:
+        raise PromptError("give either mask= or box=/points= (set_mask adds masks to an existing object)")
+    if frame is not None and not has_prompt and mask is None:
+        raise PromptError("frame= needs box=, points= or mask=")
+    prompt = None
+    if has_prompt:
+        prompt = {"frame": frame, "box": None if box is None else check_box(box, height, width)}
+        prompt["points"], prompt["labels"] = (check_points(points, labels, height, width)
+                                              if points is not None else (None, None))
+    first_mask = None if mask is None else check_mask(mask, height, width, allow_empty=False)
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            problem = "is empty" if isinstance(text, str) else f"must be a string, not {type(text).__name__}"
+            raise TextInputError(f"the expression {problem}; expected a phrase such as 'the red circle', "
+                                 f"got {text!r}")
+        text = text.strip()
+    return text, frame, prompt, first_mask
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import PromptError, TextInputError
+from ..errors import PromptError
 from .cache import DEFAULT_MAX_BYTES, FeatureCache, device_error
 from .conditioned import ConditionedCache
 from .history import Edit, EditHistory
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
-from .objects import PROMPT, TEXT, VideoObject, check_box, check_frame, check_mask, check_points
+from .objects import PROMPT, TEXT, VideoObject, check_add_arguments, check_frame, check_mask
 from .propagation import COLD, DIRECTIONS, KEY, RESUME, STEP, decode_jobs, job_for, plan, resolve, resume_state
 from .source import VideoSource, open_video
 
@@ -127,36 +127,9 @@ class VideoSession:
         points=[(x, y), ...] with labels=[1, 0, ...] (1 object, 0 background), or mask=(H, W) bool
         (which becomes a locked keyframe). Bad input raises PromptError/TextInputError and changes nothing.
         """
-        height, width = self.frame_shape
-        has_prompt = box is not None or points is not None
-        if frame is None and (has_prompt or mask is not None):
-            raise PromptError("box=, points= and mask= need frame= (the frame they are drawn on)")
-        if text is None and frame is None:
-            raise PromptError("add_object needs text='...' or frame= with box=, points= or mask=")
-        if frame is not None:
-            frame = check_frame(frame, self.num_frames)
-        if labels is not None and points is None:
-            raise PromptError("labels= go with points=")
-        if text is not None and has_prompt:
-            raise PromptError("give either text or a box/points prompt (a text object may take a first mask=)")
-        if mask is not None and has_prompt:
-            raise PromptError("give either mask= or box=/points= (set_mask adds masks to an existing object)")
-        if frame is not None and not has_prompt and mask is None:
-            raise PromptError("frame= needs box=, points= or mask=")
-        prompt = None
-        if box is not None or points is not None:
-            prompt = {"frame": frame, "box": None if box is None else check_box(box, height, width)}
-            pts = check_points(points, labels, height, width) if points is not None else (None, None)
-            prompt["points"], prompt["labels"] = pts
-        first_mask = None if mask is None else check_mask(mask, height, width, allow_empty=False)
-        text_prompt = None
-        if text is not None:
-            if not isinstance(text, str) or not text.strip():
-                problem = "is empty" if isinstance(text, str) else f"must be a string, not {type(text).__name__}"
-                raise TextInputError(f"the expression {problem}; expected a phrase such as 'the red circle', "
-                                     f"got {text!r}")
-            text = text.strip()
-            text_prompt = self.encode_text(text)
+        text, frame, prompt, first_mask = check_add_arguments(
+            text, frame, box, points, labels, mask, self.num_frames, *self.frame_shape)
+        text_prompt = None if text is None else self.encode_text(text)
         with self._lock:
             self._stop_run()
             obj = VideoObject(self._next_id, TEXT if text is not None else PROMPT, self.num_frames,

@@ -1,0 +1,104 @@
+"""**Restore…**: a session file the user picks (an autosave kept aside under a dated name) comes back
+onto the selected video; the session the video had is kept aside first, never lost."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._widget import RefSAMWidget
+from refsam_napari_helpers import TEXT, open_with_widget, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+OTHER = "the blue square"
+
+
+def texts(session) -> list:
+    return [info["text"] for info in session.objects.values()]
+
+
+def kept_aside(folder) -> list:
+    return sorted(folder.glob("session-*.npz"))
+
+
+@pytest.fixture
+def declined_then_new(make_napari_viewer, qtbot, mp4, tiny_model, monkeypatch):
+    """A session of TEXT autosaved and closed; the video opened again, its restore declined (so
+    kept under a dated name) and OTHER segmented instead: (viewer, widget, kept file, TEXT labels)."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget, TEXT)
+    first_labels = np.array(widget.labels_layer.data)
+    viewer.close()
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", False)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    qtbot.wait(50)
+    folder = mp4.parent / "clip.mp4.refsam"
+    (kept,) = kept_aside(folder)
+    segment(qtbot, widget, OTHER)
+    return viewer, widget, kept, first_labels
+
+
+def test_a_picked_session_replaces_the_current_one_which_is_kept_aside(declined_then_new, qtbot, mp4,
+                                                                      tiny_model, notes):
+    from src_model import VideoSession
+
+    viewer, widget, kept, first_labels = declined_then_new
+    replaced = widget.session
+    other_labels = np.array(widget.labels_layer.data)
+    assert texts(replaced) == [OTHER]
+    assert widget.restore_saved_session(kept)
+    wait_idle(qtbot, widget)
+    assert texts(widget.session) == [TEXT]
+    assert np.array_equal(widget.labels_layer.data, first_labels)
+    assert np.array_equal(widget.session.labels, first_labels)
+    # The session it replaced: saved, kept under a dated name (not overwritten by the next autosave), closed.
+    aside = [p for p in kept_aside(kept.parent) if p != kept]
+    assert len(aside) == 1 and f"kept as {aside[0]}" in notes.messages()
+    with VideoSession.load(tiny_model, aside[0], video=str(mp4)) as back:
+        assert texts(back) == [OTHER] and np.array_equal(back.labels, other_labels)
+    from src_model.errors import VideoReadError
+    with pytest.raises(VideoReadError, match="closed"):
+        replaced.source.get_raw(0)
+    # The restored session is the video's session now: it works and autosaves where the video's does.
+    segment(qtbot, widget, OTHER)
+    with VideoSession.load(tiny_model, mp4.parent / "clip.mp4.refsam" / "session.npz", video=str(mp4)) as saved:
+        assert texts(saved) == [TEXT, OTHER]
+
+
+def test_a_picked_file_that_cannot_be_restored_changes_nothing(declined_then_new, qtbot, notes):
+    viewer, widget, kept, _ = declined_then_new
+    session, labels = widget.session, np.array(widget.labels_layer.data)
+    autosave = kept.parent / "session.npz"
+    autosave_bytes = autosave.read_bytes()
+    damaged = kept.parent / "damaged.npz"
+    damaged.write_bytes(kept.read_bytes()[:300])
+    widget.restore_saved_session(damaged)
+    wait_idle(qtbot, widget)
+    assert "restoring the session" in notes.messages().lower()
+    assert widget.session is session and texts(session) == [OTHER]
+    assert np.array_equal(widget.labels_layer.data, labels)
+    assert autosave.read_bytes() == autosave_bytes  # the current session's autosave neither moved nor rewritten
+    assert kept_aside(kept.parent) == [kept]
+    segment(qtbot, widget, TEXT)  # and the widget goes on working
+    assert texts(widget.session) == [OTHER, TEXT]
+
+
+def test_a_session_saved_nowhere_is_not_replaced(make_napari_viewer, qtbot, clip, tiny_model, tmp_path, notes):
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="in memory", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    segment(qtbot, widget, TEXT)
+    session, labels = widget.session, np.array(widget.labels_layer.data)
+    elsewhere = tmp_path / "elsewhere.npz"
+    session.save(elsewhere)
+    assert not widget.restore_saved_session(elsewhere)
+    assert "saved nowhere" in notes.messages() and "Autosave-to folder" in notes.messages()
+    assert widget.session is session and np.array_equal(widget.labels_layer.data, labels)
+    # With an autosave folder, the restore goes ahead and the current session is kept there.
+    widget.autosave_edit.setText(str(tmp_path / "autosaves"))
+    assert widget.restore_saved_session(elsewhere)
+    wait_idle(qtbot, widget)
+    assert widget.session is not session and np.array_equal(widget.session.labels, labels)
+    assert len(kept_aside(widget.autosave_file().parent)) == 1
