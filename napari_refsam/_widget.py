@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QSettings, QTimer
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
@@ -32,6 +32,12 @@ from ._session_view import LABELS_NAME, SessionView, describe_error
 
 __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
+AUTOSAVE_SETTING = "autosave_folder"
+
+
+def settings() -> QSettings:
+    """The plugin's own settings file (``~/.config/napari-refsam/refsam.ini`` on Linux)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-refsam", "refsam")
 
 
 class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExport, SessionView, QWidget):
@@ -114,6 +120,8 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
 
         self.autosave_edit = QLineEdit()
         self.autosave_edit.setPlaceholderText("next to the video")
+        self.autosave_edit.setText(str(settings().value(AUTOSAVE_SETTING, "") or ""))
+        self.autosave_edit.editingFinished.connect(self._remember_autosave_dir)
         browse = QPushButton("…")
         browse.setMaximumWidth(30)
         browse.clicked.connect(self._choose_autosave_dir)
@@ -161,6 +169,11 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         folder = QFileDialog.getExistingDirectory(self, "Autosave sessions to")
         if folder:
             self.autosave_edit.setText(folder)
+            self._remember_autosave_dir()
+
+    def _remember_autosave_dir(self) -> None:
+        """The next widget (also after napari restarts) starts with the folder chosen last."""
+        settings().setValue(AUTOSAVE_SETTING, self.autosave_edit.text().strip())
 
     # ------------------------------------------------------------------------- video layers
     def selected_layer(self):

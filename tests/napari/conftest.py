@@ -55,3 +55,14 @@ def notes():
 
 def frames_equal(a, b) -> bool:
     return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+@pytest.fixture(autouse=True)
+def own_settings_file(tmp_path_factory):
+    """Each test starts from empty plugin settings (the remembered autosave folder), and never
+    writes the user's own ``~/.config/napari-refsam``."""
+    from qtpy.QtCore import QSettings
+
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    return folder

@@ -108,3 +108,23 @@ def test_the_status_says_what_happened(make_napari_viewer, qtbot, long_mp4, tiny
     widget.set_model(load_refsam(None, preset="tiny", text_encoder=tiny_model.text_encoder, device="cpu"))
     wait_idle(qtbot, widget)
     assert widget.status.text().startswith("Model ready: tiny on cpu.") and "Undo starts afresh" in widget.status.text()
+
+
+def test_the_autosave_folder_is_remembered_for_the_next_widget(make_napari_viewer, qtbot, clip, tiny_model,
+                                                                tmp_path, own_settings_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="in memory", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    assert widget.autosave_edit.text() == ""  # nothing chosen yet: next to the video
+    folder = tmp_path / "autosaves"
+    widget.autosave_edit.setText(f"  {folder} ")
+    widget.autosave_edit.editingFinished.emit()  # what Return or leaving the field does
+    viewer.close()
+    assert str(folder) in "".join(p.read_text() for p in own_settings_file.rglob("*.ini"))
+    viewer = make_napari_viewer()  # as after a restart: a new viewer, a new widget
+    viewer.add_image(clip.frames, name="in memory", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    assert widget.autosave_edit.text() == str(folder)
+    widget.set_model(tiny_model)
+    segment(qtbot, widget)
+    assert (folder / "in memory.refsam" / "session.npz").is_file()
