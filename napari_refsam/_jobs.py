@@ -210,16 +210,14 @@ def _keep_aside(session, save_to, picked) -> Path | None:
     return set_aside(Path(save_to))
 
 
-def switch_model(session, model, path, video):
-    """Move a session to another model: save it, load it back on ``model`` (labels, objects and
-    keyframes are kept; the engine drops chain state that belongs to the old weights)."""
-    from src_model.video.session import VideoSession
-
+def switch_model(session, model, save_to=None):
+    """Move a session to another model in place (``VideoSession.use_model``): labels, objects,
+    keyframes and undo steps are kept; frames and expressions are encoded again by the new weights."""
     yield ("status", "Moving the session to the new model…")
-    save_session(session, path)
-    moved = VideoSession.load(model, path, video=video)
-    yield ("session", moved)
-    return moved
+    session.use_model(model)
+    yield ("session", session)
+    yield from autosave(session, save_to)
+    return session
 
 
 def save(session, path):

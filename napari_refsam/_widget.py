@@ -8,8 +8,6 @@ module holds the controls and the public actions, which scripts and tests call d
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QSettings, QTimer
@@ -19,7 +17,6 @@ from qtpy.QtWidgets import (
 )
 
 from . import _jobs
-from ._autosave import SESSION_FILE
 from ._dataset_export import DatasetExport
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
@@ -247,12 +244,11 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         meanwhile: if the move fails (say, a prompts-only SAM model for a session with
         expressions), session and widget both keep the model they had."""
         if self.session is not None and self.session.model is not model:
-            session, video = self.session, self._video_of(self.video_layer)
-            path = self.autosave_file() or Path(tempfile.mkdtemp(prefix="refsam-")) / SESSION_FILE
+            session, save_to = self.session, self.autosave_file()
             self._start("moving the session to the new model",
-                        lambda token: _jobs.switch_model(session, model, path, video),
+                        lambda token: _jobs.switch_model(session, model, save_to),
                         on_done=lambda result: self.status.setText(
-                            f"{self._model_note(self.model)} The session moved to it; Undo starts afresh."))
+                            f"{self._model_note(self.model)} The session moved to it."))
             return
         self._take_model(model)
         if self._pending_restore is not None:

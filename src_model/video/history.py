@@ -138,5 +138,20 @@ class EditHistory:
         edit, self._group = self._group[1], None
         self.drop_if_empty(edit, session)
 
+    def objects(self) -> list:
+        """Every object an undo step may bring back (removed ones too), each once."""
+        seen = {}
+        for edit in self._edits:
+            for obj in [*edit.table.values(), *(state[0] for state in edit.states.values())]:
+                seen[id(obj)] = obj
+        return list(seen.values())
+
+    def forget_chain_state(self, dim: int) -> None:
+        """After a model change: undo brings labels, objects and keyframes back, never the old
+        weights' τ (a reverted frame's chain state is unknown, so the next run derives it)."""
+        for edit in self._edits:
+            edit.states = {key: (state[0], np.zeros(dim, np.float32), False, False)
+                           for key, state in edit.states.items()}
+
     def pop(self) -> Edit | None:
         return self._edits.pop() if self._edits else None

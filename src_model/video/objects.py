@@ -36,9 +36,14 @@ class VideoObject:
 
     def __post_init__(self):
         if self.track is None:
-            self.track = np.zeros((self.num_frames, self.dim), np.float32)
-            self.known = np.zeros(self.num_frames, bool)
-            self.cond = np.zeros(self.num_frames, bool)
+            self.forget_chain(self.dim)
+
+    def forget_chain(self, dim: int) -> None:
+        """Drop the chain state, made by other weights (``dim``: the new model's token size)."""
+        self.dim = dim
+        self.track = np.zeros((self.num_frames, dim), np.float32)
+        self.known = np.zeros(self.num_frames, bool)
+        self.cond = np.zeros(self.num_frames, bool)
 
     @property
     def anchor(self) -> int | None:

@@ -300,3 +300,33 @@ def resume_state(obj: VideoObject, prev: int, num_frames: int, mask_on) -> tuple
     if prev in obj.keyframes or (obj.kind == PROMPT and mask_on(obj.id, prev).any()):
         return (None, True, prev)  # the mask is there, τ is not: follow the mask
     return None
+
+
+def frame_jobs(objects: dict, actions: list, t: int, step: int, running: dict, num_frames: int, mask_on,
+               heads_trained: bool) -> list[tuple]:
+    """What each object does on frame ``t`` of a pass (``actions``: the pass's (obj_id, action)
+    list there; ``step`` its direction; ``running``: obj_id -> chain state of this pass):
+    [(obj, action, Job or None, cond, use_track)]. A prompt object with nothing to follow is
+    left out; a text object with nothing to resume from starts cold. mask_on(obj_id, frame) -> mask.
+    """
+    pending = []
+    for obj_id, action in actions:
+        obj = objects[obj_id]  # edits stop the run, so its objects still exist
+        use_track = obj.kind == TEXT or heads_trained
+        state = None
+        if action in (STEP, RESUME):
+            if action == STEP:
+                state = running.get(obj_id)
+            else:
+                state = resume_state(obj, t - step, num_frames, mask_on)
+            if state is None:
+                if obj.kind != TEXT:
+                    continue  # a prompt object with nothing to follow on this frame
+                action = COLD
+        prev = None
+        if state is not None and (state[1] or obj.kind == PROMPT):
+            prev = mask_on(obj_id, state[2])
+        job = job_for(obj, action, t, state, prev, use_track)
+        cond = True if action not in (COLD, STEP, RESUME) else (False if action == COLD else state[1])
+        pending.append((obj, action, job, cond, use_track))
+    return pending

@@ -38,7 +38,7 @@ from .conditioned import ConditionedCache
 from .history import Edit, EditHistory
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
 from .objects import PROMPT, TEXT, VideoObject, check_add_arguments, check_frame, check_mask
-from .propagation import COLD, DIRECTIONS, KEY, RESUME, STEP, decode_jobs, job_for, plan, resolve, resume_state
+from .propagation import DIRECTIONS, KEY, decode_jobs, frame_jobs, plan, resolve
 from .source import VideoSource, open_video
 
 
@@ -146,13 +146,39 @@ class VideoSession:
                 self._set_keyframe(obj, frame, first_mask, edit)
             return obj.id
 
-    def encode_text(self, text: str):
+    def encode_text(self, text: str, model=None):
         """Expression -> TextPrompt (batch 1) on the model device; errors surface here, not later."""
         try:
             with torch.inference_mode():
-                return self.model.encode_text([text])
+                return (model or self.model).encode_text([text])
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             raise device_error(exc, f"encoding the expression {text!r}") from exc
+
+    def use_model(self, model) -> None:
+        """Go on with another model, in place: labels, objects, keyframes and undo steps stay.
+
+        Frames are encoded again by the new weights (a new feature cache), and so are the
+        expressions; the chain state of the old weights (τ) is dropped, as ``load`` does on other
+        weights, so the next run starts each chain afresh. An expression the new model cannot
+        take (plain SAM weights, say) raises PromptError and changes nothing.
+        """
+        with self._lock:
+            if model is self.model:
+                return
+            self._stop_run()
+            objects = {id(o): o for o in [*self._objects.values(), *self._history.objects()]}.values()
+            prompts = {o.text: self.encode_text(o.text, model) for o in objects if o.kind != PROMPT}
+            settings = self.settings
+            cache = FeatureCache(model, self.source, settings["cache_dir"], settings["max_cache_bytes"],
+                                 settings["batch_size"])
+            self.cache.close()
+            self.model, self.cache = model, cache
+            self.conditioned = ConditionedCache(settings["max_cache_bytes"] // 4)
+            dim = model.config.sam.prompt_embed_dim
+            for obj in objects:
+                obj.forget_chain(dim)
+                obj.text_prompt = prompts.get(obj.text) if obj.kind != PROMPT else None
+            self._history.forget_chain_state(dim)
 
     def remove_object(self, obj: int) -> None:
         """Remove an object and its pixels from every frame (undoable)."""
@@ -281,26 +307,8 @@ class VideoSession:
             labels = last[1] if last is not None and last[0] == frame else self._store.read(frame)
             return labels == obj_id
 
-        pending = []
-        for obj_id, action in p.actions[t]:
-            obj = self._objects[obj_id]  # edits stop the run, so its objects still exist
-            use_track = obj.kind == TEXT or bool(self.model.heads_trained)
-            state = None
-            if action in (STEP, RESUME):
-                if action == STEP:
-                    state = running.get(obj_id)
-                else:
-                    state = resume_state(obj, t - p.step, self.num_frames, mask_on)
-                if state is None:
-                    if obj.kind != TEXT:
-                        continue  # a prompt object with nothing to follow on this frame
-                    action = COLD
-            prev = None
-            if state is not None and (state[1] or obj.kind == PROMPT):
-                prev = mask_on(obj_id, state[2])
-            job = job_for(obj, action, t, state, prev, use_track)
-            cond = True if action not in (COLD, STEP, RESUME) else (False if action == COLD else state[1])
-            pending.append((obj, action, job, cond, use_track))
+        pending = frame_jobs(self._objects, p.actions[t], t, p.step, running, self.num_frames, mask_on,
+                             bool(self.model.heads_trained))
         try:
             with torch.inference_mode():
                 result = decode_jobs(self.model, feats, [j for *_, j, _, _ in pending if j is not None],

@@ -164,6 +164,7 @@ def test_switching_model_keeps_the_session(make_napari_viewer, qtbot, mp4, tiny_
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
     segment(qtbot, widget)
+    before_paint = np.array(widget.labels_layer.data)
     paint_square(viewer, widget.labels_layer, 2, 1)
     wait_idle(qtbot, widget)
     labels, keyframes = np.array(widget.labels_layer.data), widget.session.keyframes
@@ -172,9 +173,17 @@ def test_switching_model_keeps_the_session(make_napari_viewer, qtbot, mp4, tiny_
     widget.set_model(other)
     wait_idle(qtbot, widget)
     assert widget.session.model is other
+    assert widget.status.text() == "Model ready: tiny on cpu. The session moved to it."
     assert np.array_equal(widget.session.labels, labels) and np.array_equal(widget.labels_layer.data, labels)
     assert widget.session.keyframes == keyframes
     assert len(viewer.layers) == 2  # the same Labels layer, not a second one
+    # Undo goes on where it was: the correction (with its re-propagation), then the segment.
+    assert widget.undo_button.isEnabled() and widget.undo()
+    wait_idle(qtbot, widget)
+    assert np.array_equal(widget.labels_layer.data, before_paint) and widget.session.keyframes == {1: []}
+    assert widget.undo()
+    wait_idle(qtbot, widget)
+    assert not widget.labels_layer.data.any() and not widget.session.objects
 
 
 def test_sample_data_array_video_and_autosave_folder(make_napari_viewer, qtbot, tmp_path, tiny_model, notes):

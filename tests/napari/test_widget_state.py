@@ -79,7 +79,7 @@ def test_one_undo_takes_back_a_whole_segment(make_napari_viewer, qtbot, mp4, tin
 
 def test_the_status_says_what_happened(make_napari_viewer, qtbot, long_mp4, tiny_model, notes, monkeypatch):
     """Cancel pressed and an action right after: told the run is stopping (not to press Cancel);
-    a cancelled model load claims no frames; a moved session says its Undo starts afresh."""
+    a cancelled model load claims no frames; a moved session says so."""
     import torch
 
     from src_model.weights import load_refsam
@@ -107,7 +107,7 @@ def test_the_status_says_what_happened(make_napari_viewer, qtbot, long_mp4, tiny
     torch.manual_seed(3)
     widget.set_model(load_refsam(None, preset="tiny", text_encoder=tiny_model.text_encoder, device="cpu"))
     wait_idle(qtbot, widget)
-    assert widget.status.text().startswith("Model ready: tiny on cpu.") and "Undo starts afresh" in widget.status.text()
+    assert widget.status.text() == "Model ready: tiny on cpu. The session moved to it."
 
 
 def test_the_autosave_folder_is_remembered_for_the_next_widget(make_napari_viewer, qtbot, clip, tiny_model,
