@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from src_model.cli import main
+from src_model.errors import VideoReadError
 from src_model.export import read_labels
 from src_model.video.source import open_video, write_video
 
@@ -101,6 +102,19 @@ def test_tiff_pages_that_are_not_one_series_are_named_in_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="holds 3 image series; only the first"):
         with open_video(tmp_path / "mixed.tif") as src:
             assert src.num_frames == 1
+
+
+def test_a_tiff_of_complex_numbers_is_refused_by_name(tmp_path, capsys):
+    import warnings
+
+    tifffile.imwrite(tmp_path / "fft.tif", np.ones((3, 16, 16), np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused, not converted with numpy's "discards the imaginary part"
+        with pytest.raises(VideoReadError, match=r"fft.tif': pixels of type complex64 are not an image"):
+            open_video(tmp_path / "fft.tif")
+    out = tmp_path / "l.tif"
+    assert main(["segment", str(tmp_path / "fft.tif"), "--text", "x", "-o", str(out), *RANDOM_TINY]) == 2
+    assert "not an image" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 1), (1, 5, 1), (3, 1, 1), (3, 1, 5), (4, 6, 4)])

@@ -157,6 +157,27 @@ def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys)
     assert labels.shape == (total, H, W)
 
 
+def test_a_video_whose_first_frame_cannot_be_decoded_writes_nothing(tmp_path, capsys):
+    import av
+
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"mdat") + 40])  # the first frame's data is cut short
+    out = tmp_path / "l.tif"
+    assert main(["segment", str(path), "--text", "x", "-o", str(out), *RANDOM_TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "frame 0 of" in err and "cannot be decoded" in err and "written" not in err
+    assert not out.exists()  # no empty label file in the way of the next try
+
+
 def test_dataset_problems_are_found_before_any_work_and_name_renames(mp4, tmp_path, capsys):
     import json
 

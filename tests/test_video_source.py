@@ -468,7 +468,7 @@ def test_truncated_mp4(tmp_path):
         assert len(open_video(tmp_path / "full.mkv")) == T
     data = (tmp_path / "full.mkv").read_bytes()
     (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])
-    with pytest.warns(UserWarning, match=f"half.mkv' looks truncated or damaged: only .* of the {T} it declares"):
+    with pytest.warns(UserWarning, match=r"half.mkv' looks truncated or damaged: only \d+ frames, which span .* s of the .* s it declares"):
         assert 0 < len(open_video(tmp_path / "half.mkv")) < T
 
     # an mp4 with its index at the end cannot be opened when cut in half

@@ -146,8 +146,8 @@ def run(args) -> int:
                             done += 1
                             bar.update(1)
                     except VideoReadError as exc:
-                        if args.output is None:
-                            raise
+                        if args.output is None or done == 0:
+                            raise  # nothing segmented: no empty output in the way of the next try
                         # The frames segmented before the unreadable one are kept, not thrown away.
                         path = write_labels(args.output, session.labels, expressions, overwrite=args.overwrite,
                                             fps=source.fps, video_name=name)

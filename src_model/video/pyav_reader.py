@@ -49,7 +49,10 @@ class PyAVReader:
         av = self._av
         if not self._container.streams.video:
             raise VideoReadError(f"video '{self.path}' has no video stream")
-        stream = self._stream = self._container.streams.video[0]
+        # Of several video streams (a thumbnail track, say), the one the ffmpeg tool would pick:
+        # the largest frames, the first of those.
+        videos = self._container.streams.video
+        stream = self._stream = max(videos, key=lambda v: (v.codec_context.width or 0) * (v.codec_context.height or 0))
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         if not self.width or not self.height:
             raise VideoReadError(
@@ -67,16 +70,15 @@ class PyAVReader:
             broken = True  # truncated/corrupt past this point: the frames demuxed so far are what exists
         if not stamps:
             raise VideoReadError(f"video '{self.path}' has no frames")
-        # The frame count the header promises: stream.frames, else duration x frame rate (mkv/webm).
         rate = stream.average_rate or stream.guessed_rate
-        declared = stream.frames or (round(self._container.duration / 1e6 * float(rate))
-                                     if self._container.duration and rate else 0)
-        if broken or declared > 1.02 * len(stamps) + 1:  # slack: rounding, variable frame rates
+        timed = None not in stamps and stream.time_base is not None and len(stamps) > 1
+        span = float((max(stamps) - min(stamps)) * stream.time_base) if timed else 0.0
+        missing = _missing_frames(stream.frames, len(stamps), span, self._container.duration, rate)
+        if broken or missing:
             import warnings
 
-            declared = f" of the {declared} it declares" if declared > len(stamps) else ""
-            warnings.warn(f"video '{self.path}' looks truncated or damaged: only {len(stamps)} frames{declared} "
-                          "could be read", stacklevel=2)
+            warnings.warn(f"video '{self.path}' looks truncated or damaged: only {len(stamps)} frames"
+                          f"{missing or ''} could be read", stacklevel=2)
         self.num_frames = len(stamps)
         # Phones store portrait video sideways with a display rotation: hand out frames the way
         # players show them, so expressions like "the person on the left" mean what they say.
@@ -84,9 +86,19 @@ class PyAVReader:
         upright = (self.width, self.height) if self.turns % 2 else (self.height, self.width)
         self.frame_shape = (*upright, 3)
         self.fps = float(rate) if rate else None
+        measured = (len(stamps) - 1) / span if span > 0 else None
+        if measured and (self.fps is None or abs(measured - self.fps) > 0.05 * self.fps):
+            self.fps = measured  # a variable frame rate (screen or browser recordings): the real average
         self.dtype = np.dtype(np.uint8)
-        # Exact mode needs a unique pts per frame; otherwise frames are counted from the start.
-        self._exact = None not in stamps and len(set(stamps)) == len(stamps)
+        # Exact mode needs a unique pts per frame, and seeks that land where the index says;
+        # otherwise frames are counted from the start. MPEG program/transport streams seek by
+        # bytes, and the timestamps of the first frames after a seek are off by a frame; AVI has
+        # no presentation times, so with B-frames its packets' made-up ones do not match the
+        # decoded frames'.
+        formats = set(self._container.format.name.split(","))
+        unreliable = bool(formats & {"mpeg", "mpegts", "mpegvideo"}) or (
+            "avi" in formats and bool(stream.codec_context.has_b_frames))
+        self._exact = not unreliable and None not in stamps and len(set(stamps)) == len(stamps)
         if self._exact:
             self._pts = sorted(stamps)
             self._index_of = {p: k for k, p in enumerate(self._pts)}
@@ -143,8 +155,9 @@ class PyAVReader:
                 self._container.seek(offset, stream=self._stream, backward=True, any_frame=False)
         except self._av.error.FFmpegError:
             self._container.close()  # not seekable: start over from a fresh open
+            index = self._stream.index
             self._container = self._av.open(str(self.path), mode="r")
-            self._stream = self._container.streams.video[0]
+            self._stream = self._container.streams[index]
         self._frames = self._decode()
         self._next = None if self._exact else 0
 
@@ -222,6 +235,20 @@ class PyAVReader:
         self._frames = None
         self._recent.clear()
         self._container.close()
+
+
+def _missing_frames(declared: int, found: int, span: float, duration, rate) -> str | None:
+    """How the file shows frames missing (fewer than it promises), or None: its frame count (mp4,
+    avi), else, for containers that give none (mkv, webm), its duration against the time the
+    frames span. Not duration x frame rate: with a variable frame rate that counts frames never meant."""
+    if declared:
+        return f" of the {declared} it declares" if declared > 1.02 * found + 1 else None  # slack: rounding
+    if not duration or not rate or span <= 0:
+        return None
+    seconds = duration / 1e6
+    if seconds - span <= 3.0 / float(rate) + 0.02 * seconds:  # the last frames' own durations, rounding
+        return None
+    return f", which span {span:.2f} s of the {seconds:.2f} s it declares,"
 
 
 def _frame(index) -> str:

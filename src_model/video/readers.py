@@ -167,6 +167,9 @@ class TiffReader:
         channels = shape[axes.index(channel)] if channel else 1
         self.frame_shape = (height, width) if channels == 1 else (height, width, channels)
         self.dtype = np.dtype(series.dtype)
+        if self.dtype.kind not in "buif":  # complex or structured pixels are no image to show
+            raise VideoReadError(f"TIFF '{self.path}': pixels of type {self.dtype} are not an image "
+                                 "(expected integers, floats or bools)")
         self._series = series
         self._memmap = None
         if series.dataoffset is not None:
@@ -310,19 +313,20 @@ class ImageFolderReader:
         pass
 
 
-class GifReader:
-    """Animated GIF via PIL; frames are composited by PIL (disposal, transparency) and made RGB."""
+class AnimatedImageReader:
+    """Animated GIF or PNG (APNG) via PIL; frames are composited by PIL (disposal, blending,
+    transparency) and made RGB."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, image=None):
         from PIL import Image
 
         self.path = path
         self.name = path.stem
         try:
-            self._image = Image.open(path)
+            self._image = image or Image.open(path)
             self.num_frames = int(getattr(self._image, "n_frames", 1))
         except Exception as exc:
-            raise VideoReadError(f"cannot read GIF '{path}': {exc}") from exc
+            raise VideoReadError(f"cannot read {_kind(path)} '{path}': {exc}") from exc
         width, height = self._image.size
         self.frame_shape = (height, width, 3)
         self.dtype = np.dtype(np.uint8)
@@ -344,10 +348,10 @@ class GifReader:
             self._image.seek(i)
             frame = np.asarray(self._image.convert("RGB"))
         except Exception as exc:
-            raise VideoReadError(f"GIF '{self.path}': cannot read frame {i}: {exc}") from exc
+            raise VideoReadError(f"{_kind(self.path)} '{self.path}': cannot read frame {i}: {exc}") from exc
         if frame.shape != self.frame_shape:
             raise VideoReadError(
-                f"GIF '{self.path}': frame {i} has shape {frame.shape}, expected {self.frame_shape}")
+                f"{_kind(self.path)} '{self.path}': frame {i} has shape {frame.shape}, expected {self.frame_shape}")
         return frame
 
     def close(self) -> None:
@@ -356,6 +360,24 @@ class GifReader:
 
 
 # ------------------------------------------------------------------------------------ video files
+
+
+def _kind(path: Path) -> str:
+    return "GIF" if path.suffix.lower() == ".gif" else "animated PNG"
+
+
+def _animated_png(path: Path):
+    """The open PIL image of an animated PNG (APNG: several frames in one .png), else None."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+    except Exception:  # noqa: BLE001 - not readable here: the image reader names the problem
+        return None
+    if getattr(image, "n_frames", 1) > 1:
+        return image
+    image.close()
+    return None
 
 
 def reader_for_path(path: Path):
@@ -374,11 +396,12 @@ def reader_for_path(path: Path):
     if suffix in VIDEO_EXTENSIONS:
         return PyAVReader(path)
     if suffix in GIF_EXTENSIONS:
-        return GifReader(path)
+        return AnimatedImageReader(path)
     if suffix in TIFF_EXTENSIONS:
         return TiffReader(path)
     if suffix in SINGLE_IMAGE_EXTENSIONS:
-        return ImageFolderReader(path, files=[path])
+        animated = _animated_png(path) if suffix == ".png" else None
+        return AnimatedImageReader(path, animated) if animated else ImageFolderReader(path, files=[path])
     supported = VIDEO_EXTENSIONS + GIF_EXTENSIONS + TIFF_EXTENSIONS + SINGLE_IMAGE_EXTENSIONS
     raise VideoReadError(
         f"'{path}': unsupported file type {suffix or '(no extension)'!r}; supported: "
