@@ -31,11 +31,14 @@ def autosave_path(source: str | None, name: str | None, folder: str | os.PathLik
     return None
 
 
-def earlier_autosave_path(source: str | None, folder: str | os.PathLike | None) -> Path | None:
-    """Where an autosave folder kept a file's session before the names carried a path hash. Such a
-    file may belong to another video of the same name, so it is only restored once checked
-    (``_jobs.restore`` with ``autosave=True``)."""
-    return Path(folder) / f"{Path(source).name}.refsam" / SESSION_FILE if folder and source else None
+def earlier_autosave_paths(source: str | None, folder: str | os.PathLike | None) -> list[Path]:
+    """Where a file's session may have been autosaved before it went into ``folder``: next to the
+    file (before the folder was chosen) and, in the folder, under the name files had before it
+    carried a path hash. Such a file may belong to another video of the same name, so it is only
+    restored once checked (``_jobs.restore`` with ``offered=True``)."""
+    if not folder or not source:
+        return []
+    return [autosave_path(source, None, None), Path(folder) / f"{Path(source).name}.refsam" / SESSION_FILE]
 
 
 def saved_video_path(path: Path) -> str | None:

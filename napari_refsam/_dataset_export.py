@@ -61,8 +61,9 @@ def export_job(session, root, name: str, overwrite: bool, token):
         raise outcome["error"]
     untexted = len(session.objects) - len(texts)
     if untexted:
-        yield ("warning", f"RefSAM: {untexted} prompt object(s) have no expression: their masks are in the "
-                          "dataset's annotations, but training uses objects with an expression only")
+        yield ("warning", f"RefSAM: {untexted} object(s) without an expression (prompts or painted masks): "
+                          "their masks are in the dataset's annotations, but training uses objects with an "
+                          "expression only")
     return outcome["folder"]
 
 

@@ -153,19 +153,20 @@ def repropagate(session, frame: int, token, direction: str, save_to=None):
         yield from autosave(session, save_to)
 
 
-def restore(model, path, video, autosave: bool = False, replacing=None, keep_to=None):
+def restore(model, path, video, offered: bool = False, replacing=None, keep_to=None):
     """``VideoSession.load`` of a saved session, on the video the widget shows.
 
-    autosave: ``path`` is this video's autosave, offered without the user picking it. It is only
+    offered: ``path`` is this video's autosave, offered without the user picking it. It is only
     restored if it was saved for this very video: a session of another video (a same-named one
     sharing the autosave folder, say) or of this video before it changed is set aside, as is one
     that does not fit the video or cannot be read, so the next autosave of a fresh session does not
     replace it. Other failures (the model, memory) and files the user picked leave the file where
     it is; a picked file may be restored onto a changed video, with a warning.
 
-    replacing: the session the video has now, which a picked file replaces. Once the file has
-    loaded, that session is saved to ``keep_to`` (its autosave) and set aside under a dated name,
-    then closed; if that fails, the restore fails and it stays as it was.
+    keep_to: the video's autosave file, for a file the user picked: once that file has loaded,
+    what the autosave holds is kept under a dated name (``replacing``, the session the video has
+    now, saved there first, then closed; if that fails, the restore fails and it stays as it
+    was), and the restored session is autosaved there, so it is what comes back next time.
     """
     from src_model.errors import CacheMismatchError, DatasetFormatError, VideoReadError
     from src_model.video.session import VideoSession
@@ -173,9 +174,9 @@ def restore(model, path, video, autosave: bool = False, replacing=None, keep_to=
     yield ("status", f"Restoring session from {path}…")
     notes = []  # the engine's warnings, said as this job's: a warnings.warn in this thread may never show
     try:
-        session = VideoSession.load(model, path, video=video, same_video=autosave, warn=notes.append)
+        session = VideoSession.load(model, path, video=video, same_video=offered, warn=notes.append)
     except (VideoReadError, DatasetFormatError, CacheMismatchError) as exc:
-        if not autosave:
+        if not offered:
             raise
         try:
             kept = set_aside(Path(path))
@@ -185,9 +186,10 @@ def restore(model, path, video, autosave: bool = False, replacing=None, keep_to=
         else:
             yield ("warning", f"RefSAM: the saved session was not restored ({exc}); it was kept as {kept}")
         raise
-    if replacing is not None:
+    aside = keep_to is not None and Path(keep_to).resolve() != Path(path).resolve()
+    if aside:
         try:
-            kept = _keep_aside(replacing, keep_to, path)
+            kept = _keep_aside(replacing, Path(keep_to))
         except BaseException:
             session.close()
             raise
@@ -198,16 +200,16 @@ def restore(model, path, video, autosave: bool = False, replacing=None, keep_to=
     yield ("session", session)
     if replacing is not None:
         replacing.close()
+    if aside:
+        yield from autosave(session, keep_to)
     return session
 
 
-def _keep_aside(session, save_to, picked) -> Path | None:
-    """Save ``session`` to its autosave file and rename that to a dated name; nothing to do when
-    the picked file is that very autosave (restoring it goes back to the last save)."""
-    if save_to is None or Path(save_to).resolve() == Path(picked).resolve():
-        return None
-    save_session(session, save_to)
-    return set_aside(Path(save_to))
+def _keep_aside(session, autosave_file: Path) -> Path | None:
+    """Save ``session`` (if any) to the autosave file, then rename that file to a dated name."""
+    if session is not None:
+        save_session(session, autosave_file)
+    return set_aside(autosave_file) if autosave_file.is_file() else None
 
 
 def switch_model(session, model, save_to=None):
@@ -218,6 +220,16 @@ def switch_model(session, model, save_to=None):
     yield ("session", session)
     yield from autosave(session, save_to)
     return session
+
+
+def save_all(pairs):
+    """Save each (session, path) where the Autosave-to folder now puts it; a session already
+    there (an older one of the same video) is kept under a dated name first."""
+    for session, path in pairs:
+        if Path(path).is_file():
+            kept = set_aside(Path(path))
+            yield ("warning", f"RefSAM: an earlier session in the autosave folder was kept as {kept}")
+        yield from autosave(session, path)
 
 
 def save(session, path):

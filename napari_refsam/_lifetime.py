@@ -6,18 +6,35 @@ autosaved after its last change, so it is closed at once. A session a job is wor
 go through the job's token (``CancelToken.release``): the run is cancelled (each frame stays
 wholly old or wholly new), and once it stops the worker thread autosaves and closes the session,
 whether or not the widget still exists by then. When the viewer or the widget closes, the GUI
-waits up to ``close_wait_s`` for that to finish.
+waits up to ``close_wait_s`` for that to finish. A session of a video with no autosave place (an
+in-memory array, no Autosave-to folder) is saved under the cache folder when let go, and the
+user is told where: closing the dock or removing the video never throws work away. A closed
+widget stops listening to the viewer, and its labels layer is locked (no stroke on it is lost).
 """
 from __future__ import annotations
 
+import contextlib
+import re
+import tempfile
+import time
 import weakref
+from pathlib import Path
 
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QMainWindow
+
+from ._autosave import SESSION_FILE, save_session
+from ._session_view import _scratch_dir
+
+
+def _name(layer) -> str:
+    return getattr(layer, "name", None) or "video"
 
 
 class SessionLifetime:
     close_wait_s = 5.0  # how long closing the viewer waits for a running job to stop and save
+    closed = False  # shut down: the widget no longer acts on anything
 
     _watched = None          # weakref to the main window whose closing this widget watches
     _window_closing = False  # between a click on the window's close button and its outcome
@@ -63,13 +80,20 @@ class SessionLifetime:
 
     def shutdown(self) -> None:
         """Let go of every session (the viewer or this widget is closing): cancel a running job,
-        wait briefly for it to stop and be autosaved, close all sessions."""
+        wait briefly for it to stop and be autosaved, close all sessions. The widget then stops
+        listening to the viewer: a closed dock must not offer restores or take strokes."""
         self._window_closing = False
+        if self.closed:
+            return
+        self.closed = True
+        self._disconnect_viewer()
         token, result = self._token, self._result
         if token is not None and token.video is not None:
-            token.release(self.autosave_file(token.video), result)
+            token.release(self._let_go_path(token.video, running=True), result)
         layers = {id(layer): layer for layer in self.viewer.layers}
         session, layer = self.session, self.video_layer
+        if self.labels_layer is not None:
+            self.labels_layer.editable = False  # nothing records strokes on it any more
         self._forget_session()
         if session is not None:
             self._close_session(session, layer)
@@ -94,17 +118,44 @@ class SessionLifetime:
             self._close_session(parked[0], layer)
         token = self._token
         if token is not None and token.video is layer:  # also a first run, still making its session
-            token.release(self.autosave_file(layer), self._result)
+            token.release(self._let_go_path(layer, running=True), self._result)
             self.status.setText("The video layer was removed: stopping the run…")
         self._refresh_layer_choices()
 
     def _close_session(self, session, layer) -> None:
         token = self._token
         if token is not None and token.holds(session):
-            save_to = self.autosave_file(layer) if layer is not None else None
-            token.release(save_to, self._result)  # cancelled now, saved and closed when it stops
-        else:
-            session.close()  # idle: autosaved after its last change
+            # cancelled now, saved and closed when it stops
+            token.release(self._let_go_path(layer, running=True), self._result)
+            return
+        if self.autosave_file(layer) is None and session.objects:  # else autosaved after its last change
+            path = self._let_go_path(layer)
+            try:
+                save_session(session, path)
+            except Exception as exc:  # noqa: BLE001 - said; closing goes on
+                show_warning(f"RefSAM: the session of “{_name(layer)}” could not be saved to {path}: {exc}")
+        session.close()
+
+    def _let_go_path(self, layer, running: bool = False):
+        """Where a session let go is saved: its autosave file, else (a video with no autosave
+        place) a dated file under the cache folder, said in a warning (Restore… brings it back)."""
+        path = self.autosave_file(layer) if layer is not None else None
+        if path is not None or layer is None:
+            return path
+        root = Path(_scratch_dir() or tempfile.gettempdir()) / "sessions"
+        stem = re.sub(r"[^\w.-]+", "_", _name(layer)).strip("._") or "video"
+        path = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.refsam" / SESSION_FILE
+        when = "once its run has stopped" if running else "now"
+        show_warning(f"RefSAM: “{_name(layer)}” has no file to autosave next to, nor an Autosave-to folder: "
+                     f"its session is saved {when} to {path} (Restore… brings it back).")
+        return path
+
+    def _disconnect_viewer(self) -> None:
+        layers = self.viewer.layers.events
+        for emitter, slot in ((layers.inserted, self._on_layer_inserted), (layers.removed, self._on_layer_removed),
+                              (self.viewer.dims.events.current_step, self._update_frame_label)):
+            with contextlib.suppress(Exception):  # (already gone with the viewer)
+                emitter.disconnect(slot)
 
     def _forget_session(self) -> None:
         """The widget stops showing a session (it is parked or let go by the caller)."""

@@ -39,9 +39,8 @@ def describe(info: dict) -> str:
         return f"box ({x0}, {y0})-({x1}, {y1}){at}"
     if prompt.get("points") is not None:
         return f"{len(prompt['points'])} point(s){at}"
-    if prompt.get("mask") is not None or kind == "mask":
-        return f"painted mask{at}"
-    return f"{kind}{at}"
+    # Neither box nor clicks: the object started from a mask (a stroke with a new label).
+    return f"painted mask{at}" if kind == "prompt" else f"{kind}{at}"
 
 
 def keyframe_note(frame: int, keyframes: dict) -> str:

@@ -1,5 +1,6 @@
 """Autosaved sessions coming back: offered once per file when their video is opened or picked,
-restored onto that video (once a model is loaded), or kept under a dated name when declined.
+restored onto that video (once a model is loaded), or kept under a dated name when declined; a
+file the user picks (Restore…); and the Autosave-to folder (remembered, and saved into when chosen).
 
 ``SessionRestore`` is mixed into ``RefSAMWidget`` (before ``SessionView``); it uses the widget's
 ``viewer``, ``model``, ``session``, ``video_layer``, ``layer_combo``, ``autosave_edit``, ``status``,
@@ -12,11 +13,19 @@ import os
 from pathlib import Path
 
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from . import _jobs
-from ._autosave import autosave_path, earlier_autosave_path, existing_autosave, saved_video_path, set_aside
+from ._autosave import autosave_path, earlier_autosave_paths, existing_autosave, saved_video_path, set_aside
 from ._reader import NAME_KEY, SOURCE_KEY
+
+AUTOSAVE_SETTING = "autosave_folder"
+
+
+def settings() -> QSettings:
+    """The plugin's own settings file (``~/.config/napari-refsam/refsam.ini`` on Linux)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-refsam", "refsam")
 
 
 class SessionRestore:
@@ -28,21 +37,22 @@ class SessionRestore:
         return autosave_path(meta.get(SOURCE_KEY), meta.get(NAME_KEY) or layer.name,
                              self.autosave_edit.text().strip() or None)
 
-    def _earlier_autosave_file(self, layer):
-        return earlier_autosave_path(layer.metadata.get(SOURCE_KEY), self.autosave_edit.text().strip() or None)
+    def _earlier_autosave_files(self, layer) -> list[Path]:
+        return earlier_autosave_paths(layer.metadata.get(SOURCE_KEY), self.autosave_edit.text().strip() or None)
 
     def _saved_autosave(self, layer):
-        """The video's autosave on disk: its own file, else the one an autosave folder held under the
-        name files had before it carried a path hash, if it names this video's path (a same-named
-        video's is left alone for that video to find; ``_jobs.restore`` checks the rest)."""
+        """The video's autosave on disk: its own file, else one saved before the Autosave-to folder
+        was chosen (next to the video, or in the folder under a name without the path hash) that
+        names this video's path (a same-named video's is left for that video to find;
+        ``_jobs.restore`` checks the rest)."""
         own = existing_autosave(self.autosave_file(layer))
         if own is not None:
             return own
-        earlier = existing_autosave(self._earlier_autosave_file(layer))
         source = layer.metadata.get(SOURCE_KEY)
-        if earlier is None or saved_video_path(earlier) != str(Path(source).resolve()):
-            return None
-        return earlier
+        for earlier in self._earlier_autosave_files(layer):
+            if earlier.is_file() and saved_video_path(earlier) == str(Path(source).resolve()):
+                return earlier
+        return None
 
     # ----------------------------------------------------------------------------- restore
     def _offer_restore_for_selected(self) -> None:
@@ -50,6 +60,8 @@ class SessionRestore:
 
     def _offer_restore(self, layer) -> bool:
         """Offer the video's autosave once; True if its restore started (or waits for a model)."""
+        if self.closed:  # a closed dock (its deferred first offer, say) offers nothing
+            return False
         path = self._saved_autosave(layer) if layer is not None else None
         # Not while a job runs: a first run's session may still be on its way (offered when the
         # job ends, ``_follow_pick``, or before the next action on this video, ``_ready``).
@@ -117,8 +129,8 @@ class SessionRestore:
             self._detach_session()
         self._use_video(layer, restoring=True)
         model, video, current = self.model, self._video_of(layer), self.session if picked else None
-        own, earlier = self.autosave_file(layer), self._earlier_autosave_file(layer)
-        is_earlier = earlier is not None and Path(path).resolve() == earlier.resolve()
+        own = self.autosave_file(layer)
+        is_earlier = any(Path(path).resolve() == earlier.resolve() for earlier in self._earlier_autosave_files(layer))
         # The video's own autosave (or an earlier one) comes without the user picking it: the job
         # restores it only if it was saved for this very video.
         autosave = is_earlier or (own is not None and Path(path).resolve() == Path(own).resolve())
@@ -126,7 +138,8 @@ class SessionRestore:
         # with the next model, not before each action: on this model it would fail each time, and
         # a new session here keeps the file under a dated name (``_jobs._ensure_session``).
         return self._start("restoring the session",
-                           lambda token: _jobs.restore(model, path, video, autosave, current, own),
+                           lambda token: _jobs.restore(model, path, video, autosave, current,
+                                                       own if picked else None),
                            on_error=lambda result: self._retry_with_next_model.add(path),
                            on_done=(lambda result: self._adopt_earlier_autosave(path, own)) if is_earlier else None)
 
@@ -146,3 +159,34 @@ class SessionRestore:
         if self._pending_restore is not None:
             self._offered.discard(self._pending_restore[0])
             self._pending_restore = None
+
+    # ----------------------------------------------------------------------- autosave folder
+    def _choose_autosave_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Autosave sessions to")
+        if folder:
+            self.autosave_edit.setText(folder)
+            self._remember_autosave_dir()
+
+    def _remember_autosave_dir(self) -> None:
+        """The next widget (also after napari restarts) starts with the folder chosen last; the
+        sessions open now are saved where it puts them (an in-memory video's had no place yet)."""
+        folder = self.autosave_edit.text().strip()
+        if folder == str(settings().value(AUTOSAVE_SETTING, "") or ""):
+            return  # the field lost focus, unchanged
+        settings().setValue(AUTOSAVE_SETTING, folder)
+        self._save_where_autosaves_go()
+
+    def _save_where_autosaves_go(self) -> None:
+        """Save the session shown and those set aside to their autosave files (after the run, if
+        one is going): the next autosave would only come with the next change."""
+        if self._worker is not None:
+            self._save_after_job = True
+            return
+        self._save_after_job = False
+        layers = {id(layer): layer for layer in self.viewer.layers}
+        pairs = [(self.session, self.autosave_file())] if self.session is not None else []
+        pairs += [(session, self.autosave_file(layers[key])) for key, (session, _) in self._parked.items()
+                  if key in layers]
+        pairs = [(session, path) for session, path in pairs if path is not None and session.objects]
+        if pairs:
+            self._start("saving to the autosave folder", lambda token: _jobs.save_all(pairs))

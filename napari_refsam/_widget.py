@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QSettings, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
@@ -23,23 +23,16 @@ from ._model_panel import ModelPanel
 from ._objects import ObjectTable
 from ._paint import PaintCorrections
 from ._prompts import collect_prompts, consume
-from ._restore import SessionRestore
+from ._restore import AUTOSAVE_SETTING, SessionRestore, settings
 from ._reader import SOURCE_KEY
 from ._session_view import LABELS_NAME, SessionView, describe_error
 
 __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
 DIRECTIONS = ("both", "forward", "backward")
-AUTOSAVE_SETTING = "autosave_folder"
-
-
-def settings() -> QSettings:
-    """The plugin's own settings file (``~/.config/napari-refsam/refsam.ini`` on Linux)."""
-    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-refsam", "refsam")
-
-
 class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExport, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
+    _save_after_job = False  # the Autosave-to folder changed during a run
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -60,6 +53,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         layers.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._update_frame_label)
         self._refresh_layer_choices(notify=False)  # no restore dialog from inside the constructor
+        self.installEventFilter(self)  # taken out of its dock (closed): stop acting (``_lifetime``)
         # Deferred, so whoever created the widget can still set ``auto_restore`` first. A bound
         # method (not a lambda) so Qt drops the call if the widget is gone by then.
         QTimer.singleShot(0, self._offer_restore_for_selected)
@@ -162,16 +156,6 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
     def _refresh_buttons(self) -> None:
         self._set_busy(self._worker is not None)
 
-    def _choose_autosave_dir(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Autosave sessions to")
-        if folder:
-            self.autosave_edit.setText(folder)
-            self._remember_autosave_dir()
-
-    def _remember_autosave_dir(self) -> None:
-        """The next widget (also after napari restarts) starts with the folder chosen last."""
-        settings().setValue(AUTOSAVE_SETTING, self.autosave_edit.text().strip())
-
     # ------------------------------------------------------------------------- video layers
     def selected_layer(self):
         return self.layer_combo.currentData()
@@ -215,9 +199,11 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
 
     def _follow_pick(self) -> None:
         """After a job: a video picked while it ran becomes the one RefSAM works on, so the combo
-        and what Undo / Re-propagate / Remove act on agree."""
+        and what Undo / Re-propagate / Remove act on agree; a folder chosen meanwhile gets its saves."""
         if self._worker is None and self.selected_layer() is not self.video_layer:
             self._on_video_changed()
+        if self._worker is None and self._save_after_job:
+            self._save_where_autosaves_go()
 
     def _detach_session(self) -> None:
         """Put the session aside (kept, and autosaved after every change); its layer stays too."""

@@ -60,6 +60,9 @@ def test_a_picked_session_replaces_the_current_one_which_is_kept_aside(declined_
     from src_model.errors import VideoReadError
     with pytest.raises(VideoReadError, match="closed"):
         replaced.source.get_raw(0)
+    # The restored session is autosaved at once: it is what the video's autosave holds now.
+    with VideoSession.load(tiny_model, kept.parent / "session.npz", video=str(mp4)) as saved:
+        assert texts(saved) == [TEXT] and np.array_equal(saved.labels, first_labels)
     # The restored session is the video's session now: it works and autosaves where the video's does.
     segment(qtbot, widget, OTHER)
     with VideoSession.load(tiny_model, mp4.parent / "clip.mp4.refsam" / "session.npz", video=str(mp4)) as saved:

@@ -216,6 +216,7 @@ def test_paint_new_label_and_remove_object(make_napari_viewer, qtbot, mp4, tiny_
     objects = widget.session.objects
     assert sorted(objects) == [1, 2] and objects[2]["kind"] == "prompt"
     assert widget.session.keyframes[2] == [3]
+    assert widget.objects.item(1, 2).text() == "painted mask @ frame 3"  # what the table says it is
     layer = widget.labels_layer
     assert 7 not in np.asarray(layer.data[3]) and (np.asarray(layer.data[3]) == 2).any()
     assert np.array_equal(layer.data, widget.session.labels)

@@ -1,0 +1,120 @@
+"""Closing the RefSAM dock, and where sessions go: a closed dock does nothing more and locks its
+labels layer; a session with no autosave place is saved anyway when let go; a folder chosen
+after the work receives it; an autosave made before the folder was chosen is still found."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_refsam._widget import RefSAMWidget
+from refsam_napari_helpers import TEXT, open_with_widget, segment, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def texts(session) -> list:
+    return [info["text"] for info in session.objects.values()]
+
+
+def saved_texts(path, model, video) -> list:
+    from src_model import VideoSession
+
+    with VideoSession.load(model, path, video=video) as session:
+        return texts(session)
+
+
+@pytest.fixture
+def other_mp4_with_autosave(tmp_path, clip, tiny_model):
+    """Another video whose session a previous day left next to it."""
+    from src_model import VideoSession
+    from src_model.video.source import write_video
+
+    path = write_video(tmp_path / "other.mp4", clip.frames[::-1], fps=10)
+    with VideoSession(tiny_model, str(path)) as session:
+        session.add_object(text="the blue square")
+        list(session.propagate())
+        (tmp_path / "other.mp4.refsam").mkdir()
+        session.save(tmp_path / "other.mp4.refsam" / "session.npz")
+    return path
+
+
+@pytest.mark.parametrize("after_a_run", [True, False])
+def test_a_closed_dock_does_nothing_more_and_locks_its_layer(make_napari_viewer, qtbot, mp4, tiny_model,
+                                                               other_mp4_with_autosave, monkeypatch, after_a_run):
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)  # a live widget would restore at once
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    if after_a_run:
+        segment(qtbot, widget)
+        layer = widget.labels_layer
+    viewer.window.remove_dock_widget(widget)
+    assert widget.closed
+    if after_a_run:
+        assert not layer.editable  # a stroke there would reach no session: refused, not lost
+    autosave = other_mp4_with_autosave.parent / "other.mp4.refsam" / "session.npz"
+    before = autosave.stat().st_mtime_ns
+    viewer.open(str(other_mp4_with_autosave), plugin="napari-refsam")
+    qtbot.wait(100)
+    assert widget.session is None and widget._worker is None
+    assert autosave.stat().st_mtime_ns == before and not list(autosave.parent.glob("session-*.npz"))
+    note = widget.frame_label.text()
+    viewer.dims.set_current_step(0, 3)  # nor does it follow the slider any more
+    assert widget.frame_label.text() == note
+    # A new dock takes over: it offers (and here restores) the other video's session.
+    _, again = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    again.set_model(tiny_model)
+    qtbot.waitUntil(lambda: again.session is not None, timeout=60_000)
+    wait_idle(qtbot, again)
+    assert texts(again.session) == ["the blue square"]
+
+
+def test_closing_the_dock_saves_an_in_memory_session_and_restore_brings_it_back(
+        make_napari_viewer, qtbot, clip, tiny_model, tmp_path, monkeypatch, notes):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="sample clip", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    segment(qtbot, widget)
+    labels = np.array(widget.labels_layer.data)
+    viewer.window.remove_dock_widget(widget)
+    (path,) = (tmp_path / "cache" / "napari-refsam" / "sessions").glob("sample_clip-*.refsam/session.npz")
+    assert str(path) in notes.messages() and "Restore…" in notes.messages()
+    assert saved_texts(path, tiny_model, clip.frames) == [TEXT]
+    _, again = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    again.set_model(tiny_model)
+    assert again.restore_saved_session(path)
+    wait_idle(qtbot, again)
+    assert texts(again.session) == [TEXT] and np.array_equal(again.session.labels, labels)
+    assert np.array_equal(again.labels_layer.data, labels)
+
+
+def test_a_folder_chosen_after_the_work_receives_it(make_napari_viewer, qtbot, clip, tiny_model, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="in memory", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    segment(qtbot, widget)
+    assert widget.autosave_file() is None
+    folder = tmp_path / "autosaves"
+    widget.autosave_edit.setText(str(folder))
+    widget.autosave_edit.editingFinished.emit()
+    wait_idle(qtbot, widget)
+    assert saved_texts(folder / "in memory.refsam" / "session.npz", tiny_model, clip.frames) == [TEXT]
+
+
+def test_an_autosave_next_to_the_video_is_found_once_a_folder_is_set(make_napari_viewer, qtbot, tiny_model,
+                                                                    other_mp4_with_autosave, tmp_path,
+                                                                    monkeypatch, own_settings_file):
+    from napari_refsam._restore import AUTOSAVE_SETTING, settings
+
+    settings().setValue(AUTOSAVE_SETTING, str(tmp_path / "autosaves"))  # chosen some other day
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, other_mp4_with_autosave, tiny_model)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+    wait_idle(qtbot, widget)
+    assert texts(widget.session) == ["the blue square"]
+    own = widget.autosave_file()
+    assert own.parent.parent == tmp_path / "autosaves" and own.is_file()  # moved into the folder
+    assert not (other_mp4_with_autosave.parent / "other.mp4.refsam").exists()
