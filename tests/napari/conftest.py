@@ -58,11 +58,13 @@ def frames_equal(a, b) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def own_settings_file(tmp_path_factory):
+def own_settings_file(tmp_path_factory, monkeypatch):
     """Each test starts from empty plugin settings (the remembered autosave folder), and never
-    writes the user's own ``~/.config/napari-refsam``."""
+    writes the user's own ``~/.config/napari-refsam`` or ``~/.cache/napari-refsam`` (sessions of
+    in-memory videos are saved there when let go)."""
     from qtpy.QtCore import QSettings
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     folder = tmp_path_factory.mktemp("settings")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
     return folder
