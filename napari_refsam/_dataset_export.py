@@ -96,10 +96,12 @@ class DatasetExport:
                     overwrite = reply == QMessageBox.StandardButton.Yes
                 if not overwrite:
                     show_warning(f"RefSAM: '{name}' is already in {root}; nothing was exported.")
+                    self.status.setText("Nothing was exported.")  # not an earlier export's "Added to ..."
                     return False
                 check_can_add(root, name, True)  # replacing: its folders must hold only what an export wrote
         except (OSError, ValueError) as exc:
             show_warning(f"RefSAM: cannot add to {root}: {exc}")
+            self.status.setText("Nothing was exported.")
             return False
         # on_end, not on_done: a Cancel that comes once the frames are written (the last,
         # quick steps) cannot stop the export, and the status must say it was added.

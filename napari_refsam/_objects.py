@@ -6,6 +6,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from ._reader import EXPRESSIONS_KEY
+
 COLUMNS = ("id", "", "object", "keyframes")
 
 
@@ -102,3 +104,11 @@ class ObjectTable(QTableWidget):
             return None
         item = self.item(rows[0].row(), 0)
         return None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
+
+
+def known_expressions(metadata: dict) -> list[str]:
+    """The expressions a video layer comes with ({obj_id: [expression, ...]}: the sample's, a
+    dataset video's), for completions in the expression field."""
+    known = metadata.get(EXPRESSIONS_KEY) or {}
+    lists = known.values() if isinstance(known, dict) else [known]
+    return sorted({str(text) for texts in lists for text in (texts if isinstance(texts, list) else [texts])})

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+    QCheckBox, QComboBox, QCompleter, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
     QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
@@ -20,7 +20,7 @@ from . import _jobs
 from ._dataset_export import DatasetExport
 from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
-from ._objects import ObjectTable
+from ._objects import ObjectTable, known_expressions
 from ._paint import PaintCorrections
 from ._prompts import collect_prompts, consume
 from ._restore import AUTOSAVE_SETTING, SessionRestore, settings
@@ -62,6 +62,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
     def _build_ui(self) -> None:
         self.layer_combo = QComboBox()
         self.layer_combo.currentIndexChanged.connect(self._on_video_changed)
+        self.layer_combo.currentIndexChanged.connect(self._offer_expressions)
         self.model_panel = ModelPanel()
         self.model_panel.load_requested.connect(self.load_model)
 
@@ -172,6 +173,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         index = self.layer_combo.findData(current) if current is not None else -1
         self.layer_combo.setCurrentIndex(index if index >= 0 else self.layer_combo.count() - 1)
         self.layer_combo.blockSignals(False)
+        self._offer_expressions()
         if notify and self.selected_layer() is not current:
             self._on_video_changed()
 
@@ -183,6 +185,14 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         if isinstance(event.value, Image) and self.session is None and self._worker is None:
             self.layer_combo.setCurrentIndex(self.layer_combo.findData(event.value))
             self._offer_restore(event.value)
+
+    def _offer_expressions(self, *_) -> None:
+        """The selected video's own expressions (the sample's, say) complete what is typed."""
+        layer = self.selected_layer()
+        completer = QCompleter(known_expressions(layer.metadata) if layer is not None else [], self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.expression.setCompleter(completer)
 
     def _on_video_changed(self, *_) -> None:
         if self._worker is not None:
@@ -285,8 +295,8 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         if self.autosave_file(layer) is None and id(layer) not in self._told_not_autosaved:
             # An in-memory video (the sample data, an array) has no file to save next to.
             self._told_not_autosaved.add(id(layer))
-            show_info(f"RefSAM: “{layer.name}” has no file, so its session is not autosaved; "
-                      "choose an “Autosave to” folder to keep it.")
+            show_info(f"RefSAM: “{layer.name}” has no file, so its session is not autosaved after each "
+                      "change (only when closed); choose an “Autosave to” folder to keep it as you go.")
         return True
 
     def _use_video(self, layer, restoring: bool = False) -> None:

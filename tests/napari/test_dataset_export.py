@@ -39,6 +39,7 @@ def test_a_corrected_session_becomes_a_dataset_that_trains(make_napari_viewer, q
     before = (root / "meta_expressions.json").read_bytes()
     assert not widget.export_dataset(root, overwrite=False)
     assert "already in" in notes.messages() and (root / "meta_expressions.json").read_bytes() == before
+    assert widget.status.text() == "Nothing was exported."  # not the first export's "Added to ..."
     # Replacing is refused up front when the video's folder holds files an export did not write.
     (root / "JPEGImages" / "clip" / "notes.txt").write_text("mine")
     assert not widget.export_dataset(root, overwrite=True)

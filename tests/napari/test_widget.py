@@ -193,8 +193,11 @@ def test_sample_data_array_video_and_autosave_folder(make_napari_viewer, qtbot, 
     widget.set_model(tiny_model)
     assert widget.autosave_file() is None  # an in-memory clip: nowhere to autosave by default
     expressions = viewer.layers[0].metadata["refsam_expressions"]
+    completions = widget.expression.completer().model()  # the sample's expressions complete typing
+    offered = sorted(completions.index(row, 0).data() for row in range(completions.rowCount()))
+    assert offered == sorted({text for texts in expressions.values() for text in texts}) and len(offered) > 3
     segment(qtbot, widget, expressions[1][0])
-    assert "has no file, so its session is not autosaved" in notes.messages()  # said, once
+    assert "has no file, so its session is not autosaved after each change" in notes.messages()  # said, once
     assert widget.undo()
     wait_idle(qtbot, widget)
     widget.autosave_edit.setText(str(tmp_path))
