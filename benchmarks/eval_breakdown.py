@@ -10,6 +10,7 @@ belongs to. Prints one markdown table with a column per file.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -72,6 +73,6 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", help="JSON files written by refsam eval --output")
+    main(parser.parse_args().metrics)

@@ -28,17 +28,27 @@ def settings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-refsam", "refsam")
 
 
+def file_of(layer) -> str | None:
+    """The file a video layer came from: what this plugin's reader read, else the local file
+    napari's own reader (or another plugin) read it from, so its session is autosaved next to it."""
+    source = layer.metadata.get(SOURCE_KEY)
+    if source:
+        return source
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return str(path) if path and Path(path).exists() else None
+
+
 class SessionRestore:
     def autosave_file(self, layer=None):
         layer = layer if layer is not None else (self.video_layer or self.selected_layer())
         if layer is None:
             return None
         meta = layer.metadata
-        return autosave_path(meta.get(SOURCE_KEY), meta.get(NAME_KEY) or layer.name,
+        return autosave_path(file_of(layer), meta.get(NAME_KEY) or layer.name,
                              self.autosave_edit.text().strip() or None)
 
     def _earlier_autosave_files(self, layer) -> list[Path]:
-        return earlier_autosave_paths(layer.metadata.get(SOURCE_KEY), self.autosave_edit.text().strip() or None)
+        return earlier_autosave_paths(file_of(layer), self.autosave_edit.text().strip() or None)
 
     def _saved_autosave(self, layer):
         """The video's autosave on disk: its own file, else one saved before the Autosave-to folder
@@ -48,7 +58,7 @@ class SessionRestore:
         own = existing_autosave(self.autosave_file(layer))
         if own is not None:
             return own
-        source = layer.metadata.get(SOURCE_KEY)
+        source = file_of(layer)
         for earlier in self._earlier_autosave_files(layer):
             if earlier.is_file() and saved_video_path(earlier) == str(Path(source).resolve()):
                 return earlier

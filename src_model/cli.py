@@ -14,6 +14,18 @@ import warnings
 COMMANDS = ("segment", "info", "train", "eval", "demo")
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that names an option's default where it is a fixed value (None or False: worked out
+    when the command runs, which its help says) and the help does not name one already."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        fixed = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+        if fixed and action.help and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -29,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == f"src_model.commands.{name}":
                 continue  # command not part of this build
             raise
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_DefaultsShown)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser

@@ -70,8 +70,8 @@ def test_missing_video_and_box_outside_frame_in_a_subprocess(mp4, tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "nope.mp4" in missing.stderr and "Traceback" not in missing.stderr
-    outside = subprocess.run([sys.executable, "-m", "src_model.cli", "segment", str(mp4), "--box", "0", "10", "10",
-                              "500", "40", "-o", str(tmp_path / "l.tif"), *RANDOM_TINY],
+    outside = subprocess.run([sys.executable, "-m", "src_model.cli", "segment", str(mp4), "--box", "0", "500", "10",
+                              "600", "40", "-o", str(tmp_path / "l.tif"), *RANDOM_TINY],
                              capture_output=True, text=True)
     assert outside.returncode == 2, outside.stderr
     assert outside.stderr.strip().count("\n") == 0 and "outside" in outside.stderr

@@ -396,7 +396,7 @@ def test_bad_input_raises_and_leaves_the_session_usable(make):
     a, b, c = populate(s)
     labels, objects, keyframes = s.labels.copy(), s.objects, s.keyframes
     bad = [
-        (PromptError, "outside", lambda: s.add_object(frame=0, box=(10, 10, 200, 40))),
+        (PromptError, "outside", lambda: s.add_object(frame=0, box=(100, 10, 200, 40))),
         (PromptError, "inverted", lambda: s.add_object(frame=0, box=(50, 10, 20, 40))),
         (PromptError, "out of range", lambda: s.add_object(frame=T, box=(1, 1, 5, 5))),
         (PromptError, "need frame", lambda: s.add_object(box=(1, 1, 5, 5))),
@@ -423,6 +423,13 @@ def test_bad_input_raises_and_leaves_the_session_usable(make):
     s.set_mask(a, 1, rect(0, 5, 0, 5))
     assert len(list(s.propagate(start=1))) == T
     check_keyframes(s)
+
+
+def test_a_box_drawn_past_the_edge_is_clipped_to_the_frame(make):
+    s = make()
+    with pytest.warns(UserWarning, match=r"reaches past the 96x64 frame; clipped to \(0.0, 10.0, 96.0, 40.0\)"):
+        obj = s.add_object(frame=0, box=(-5, 10, 200, 40))
+    assert s.objects[obj]["prompt"]["box"] == [0.0, 10.0, 96.0, 40.0]
 
 
 def test_remove_object_and_undo(make):

@@ -8,6 +8,7 @@ was conditioned on a mask (then the next frame gets the mask on t as a mask prom
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,17 +87,22 @@ def _numbers(value, what: str) -> np.ndarray:
 
 
 def check_box(box, height: int, width: int) -> list[float]:
-    """(x0, y0, x1, y1) pixel box inside the (height, width) frame with x0 < x1, y0 < y1."""
+    """(x0, y0, x1, y1) pixel box with x0 < x1, y0 < y1, clipped to the (height, width) frame
+    (with a warning: a box drawn past the edge means the part inside, as in napari); one with
+    nothing inside the frame is refused."""
     arr = _numbers(box, "box")
     if arr.shape != (4,):
         raise PromptError(f"box must be (x0, y0, x1, y1), got {box!r}")
-    x0, y0, x1, y1 = arr.tolist()
+    x0, y0, x1, y1 = given = tuple(arr.tolist())
     if x1 <= x0 or y1 <= y0:
-        raise PromptError(f"box {tuple(arr.tolist())} is empty or inverted: need x0 < x1 and y0 < y1")
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise PromptError(f"box {tuple(arr.tolist())} is outside the {width}x{height} frame "
+        raise PromptError(f"box {given} is empty or inverted: need x0 < x1 and y0 < y1")
+    clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise PromptError(f"box {given} is outside the {width}x{height} frame "
                           f"(x in 0..{width}, y in 0..{height})")
-    return [x0, y0, x1, y1]
+    if clipped != given:
+        warnings.warn(f"box {given} reaches past the {width}x{height} frame; clipped to {clipped}", stacklevel=4)
+    return list(clipped)
 
 
 def check_points(points, labels, height: int, width: int) -> tuple[list, list]:

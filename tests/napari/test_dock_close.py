@@ -118,3 +118,28 @@ def test_an_autosave_next_to_the_video_is_found_once_a_folder_is_set(make_napari
     own = widget.autosave_file()
     assert own.parent.parent == tmp_path / "autosaves" and own.is_file()  # moved into the folder
     assert not (other_mp4_with_autosave.parent / "other.mp4.refsam").exists()
+
+
+def test_a_file_read_by_napari_itself_is_autosaved_next_to_it(make_napari_viewer, qtbot, clip, tiny_model,
+                                                              tmp_path, monkeypatch, notes):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, clip.frames, photometric="rgb")
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari")  # napari's own reader: an array layer, no RefSAM metadata
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    segment(qtbot, widget)
+    labels = np.array(widget.labels_layer.data)
+    assert widget.autosave_file() == tmp_path / "stack.tif.refsam" / "session.npz"
+    assert widget.autosave_file().is_file() and "has no file" not in notes.messages()
+    viewer.close()
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(tiny_model)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+    wait_idle(qtbot, widget)
+    assert texts(widget.session) == [TEXT] and np.array_equal(widget.labels_layer.data, labels)
