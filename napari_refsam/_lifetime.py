@@ -87,6 +87,7 @@ class SessionLifetime:
             return
         self.closed = True
         self._disconnect_viewer()
+        self._pending_restore = None  # a restore waiting for a model: not for a closed dock
         token, result = self._token, self._result
         if token is not None and token.video is not None:
             token.release(self._let_go_path(token.video, running=True), result)
@@ -117,7 +118,8 @@ class SessionLifetime:
         if parked is not None:
             self._close_session(parked[0], layer)
         token = self._token
-        if token is not None and token.video is layer:  # also a first run, still making its session
+        # also a first run, still making its session
+        if token is not None and token.video is layer and not token.released:
             token.release(self._let_go_path(layer, running=True), self._result)
             self.status.setText("The video layer was removed: stopping the run…")
         self._refresh_layer_choices()
@@ -125,8 +127,8 @@ class SessionLifetime:
     def _close_session(self, session, layer) -> None:
         token = self._token
         if token is not None and token.holds(session):
-            # cancelled now, saved and closed when it stops
-            token.release(self._let_go_path(layer, running=True), self._result)
+            if not token.released:  # cancelled now, saved and closed when it stops
+                token.release(self._let_go_path(layer, running=True), self._result)
             return
         if self.autosave_file(layer) is None and session.objects:  # else autosaved after its last change
             path = self._let_go_path(layer)

@@ -59,7 +59,10 @@ class SessionRestore:
         if own is not None:
             return own
         source = file_of(layer)
-        for earlier in self._earlier_autosave_files(layer):
+        beside, *in_folder = self._earlier_autosave_files(layer) or [None]
+        if beside is not None and beside.is_file():  # named after this very file, whatever it records
+            return beside
+        for earlier in in_folder:
             if earlier.is_file() and saved_video_path(earlier) == str(Path(source).resolve()):
                 return earlier
         return None
@@ -122,10 +125,12 @@ class SessionRestore:
             self._drop_pending_restore()
             show_warning("RefSAM: open the video of this session first.")
             return False
+        if self.closed:
+            return False
         if self.model is None:
             if self._pending_restore is not None and self._pending_restore[0] != path:
                 self._drop_pending_restore()
-            self._pending_restore = (path, layer)
+            self._pending_restore = (path, layer, picked)  # picked stays picked when the model comes
             self.status.setText(f"The saved session will be restored once a model is loaded ({path}).")
             return False
         self._pending_restore = None
@@ -141,9 +146,10 @@ class SessionRestore:
         model, video, current = self.model, self._video_of(layer), self.session if picked else None
         own = self.autosave_file(layer)
         is_earlier = any(Path(path).resolve() == earlier.resolve() for earlier in self._earlier_autosave_files(layer))
-        # The video's own autosave (or an earlier one) comes without the user picking it: the job
-        # restores it only if it was saved for this very video.
-        autosave = is_earlier or (own is not None and Path(path).resolve() == Path(own).resolve())
+        # The video's own autosave (or an earlier one) offered without the user picking it: the
+        # job restores it only if it was saved for this very video, else keeps it aside. A file the
+        # user picked is theirs: restored with a warning if the video changed, never renamed.
+        autosave = not picked and (is_earlier or (own is not None and Path(path).resolve() == Path(own).resolve()))
         # A restore that fails and leaves the file in place (a model problem, say) is offered again
         # with the next model, not before each action: on this model it would fail each time, and
         # a new session here keeps the file under a dated name (``_jobs._ensure_session``).

@@ -239,6 +239,8 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         takes the model when the moved session arrives (``_on_yield``), even if Cancel was pressed
         meanwhile: if the move fails (say, a prompts-only SAM model for a session with
         expressions), session and widget both keep the model they had."""
+        if self.closed:
+            return
         if self.session is not None and self.session.model is not model:
             session, save_to = self.session, self.autosave_file()
             self._start("moving the session to the new model",

@@ -20,7 +20,9 @@ class _DefaultsShown(argparse.HelpFormatter):
 
     def _get_help_string(self, action) -> str:
         text = action.help or ""
-        fixed = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+        default = action.default
+        fixed = action.option_strings and not (default is None or default is False or default == []
+                                               or default is argparse.SUPPRESS)
         if fixed and action.help and "default" not in text:
             text += " (default: %(default)s)"
         return text

@@ -123,3 +123,25 @@ def test_an_animated_png_is_read_as_a_video(tmp_path):
     Image.fromarray(frames[2]).save(tmp_path / "still.png")  # a plain PNG stays one frame
     with open_video(tmp_path / "still.png") as source:
         assert len(source) == 1 and np.array_equal(source.get_raw(0), frames[2])
+
+
+def test_cover_art_is_not_taken_for_the_video(tmp_path):
+    """An mp4 with a cover picture (a still stored as a larger video stream, attached_pic)."""
+    import av
+
+    path = tmp_path / "with_cover.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.height, video.width, video.pix_fmt = H, W, "yuv420p"
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.height, cover.width, cover.pix_fmt = 240, 320, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for i in range(20):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame_image(i), format="rgb24")))
+        container.mux(video.encode())
+        container.mux(cover.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 200, np.uint8),
+                                                              format="rgb24")))
+        container.mux(cover.encode())
+    with open_video(path) as source:
+        assert len(source) == 20 and source.shape[1:3] == (H, W)
+        assert np.abs(source.get_raw(7).astype(int) - frame_image(7)).mean() < 12  # mpeg4 is lossy

@@ -49,10 +49,11 @@ class PyAVReader:
         av = self._av
         if not self._container.streams.video:
             raise VideoReadError(f"video '{self.path}' has no video stream")
-        # Of several video streams (a thumbnail track, say), the one the ffmpeg tool would pick:
-        # the largest frames, the first of those.
+        # Of several video streams, the one the ffmpeg tool would pick: not cover art (a still
+        # picture stored as a stream), then the largest frames, the first of those.
         videos = self._container.streams.video
-        stream = self._stream = max(videos, key=lambda v: (v.codec_context.width or 0) * (v.codec_context.height or 0))
+        moving = [v for v in videos if not v.disposition & av.stream.Disposition.attached_pic] or list(videos)
+        stream = self._stream = max(moving, key=lambda v: (v.codec_context.width or 0) * (v.codec_context.height or 0))
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         if not self.width or not self.height:
             raise VideoReadError(

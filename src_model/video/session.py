@@ -165,9 +165,9 @@ class VideoSession:
         with self._lock:
             if model is self.model:
                 return
-            self._stop_run()
             objects = {id(o): o for o in [*self._objects.values(), *self._history.objects()]}.values()
             prompts = {o.text: self.encode_text(o.text, model) for o in objects if o.kind != PROMPT}
+            self._stop_run()  # only once the new model has taken every expression
             settings = self.settings
             cache = FeatureCache(model, self.source, settings["cache_dir"], settings["max_cache_bytes"],
                                  settings["batch_size"])

@@ -136,10 +136,50 @@ def test_a_file_read_by_napari_itself_is_autosaved_next_to_it(make_napari_viewer
     assert widget.autosave_file().is_file() and "has no file" not in notes.messages()
     viewer.close()
     monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    for folder in (None, tmp_path / "autosaves"):  # found next to the file, also once a folder is set
+        if folder is not None:
+            from napari_refsam._restore import AUTOSAVE_SETTING, settings
+
+            settings().setValue(AUTOSAVE_SETTING, str(folder))
+        viewer = make_napari_viewer()
+        viewer.open(str(path), plugin="napari")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+        widget.set_model(tiny_model)
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+        wait_idle(qtbot, widget)
+        assert texts(widget.session) == [TEXT] and np.array_equal(widget.labels_layer.data, labels)
+        viewer.close()
+    assert (tmp_path / "autosaves").is_dir() and not (tmp_path / "stack.tif.refsam").exists()  # moved over
+
+
+def test_a_dock_closed_while_its_restore_waits_for_a_model_restores_nothing(make_napari_viewer, qtbot, tiny_model,
+                                                                           other_mp4_with_autosave, monkeypatch):
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
     viewer = make_napari_viewer()
-    viewer.open(str(path), plugin="napari")
+    widget = open_with_widget(viewer, other_mp4_with_autosave)  # no model: the restore waits for one
+    qtbot.wait(50)
+    assert widget._pending_restore is not None
+    viewer.window.remove_dock_widget(widget)
+    widget.set_model(tiny_model)  # a model load that ends after the dock closed
+    qtbot.wait(100)
+    assert widget.session is None and [layer.name for layer in viewer.layers] == ["other"]
+
+
+def test_removing_an_in_memory_video_during_a_run_saves_it_once(make_napari_viewer, qtbot, tiny_model, tmp_path,
+                                                                notes):
+    from src_model.data.synthetic import generate_clip
+
+    frames = generate_clip(5, num_frames=50, size=(64, 96), num_objects=2).frames
+    viewer = make_napari_viewer()
+    video = viewer.add_image(frames, name="long clip", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
     widget.set_model(tiny_model)
-    qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+    segment(qtbot, widget)  # a first run: the session exists
+    assert widget.segment("the blue square")
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=60_000)
+    viewer.layers.remove(video)
     wait_idle(qtbot, widget)
-    assert texts(widget.session) == [TEXT] and np.array_equal(widget.labels_layer.data, labels)
+    said = [m for _, m in notes.all() if "has no file to autosave next to" in m]
+    assert len(said) == 1, said
+    path = said[0].split(" to ")[-1].split(" (Restore")[0]
+    assert saved_texts(path, tiny_model, frames)[0] == TEXT

@@ -105,3 +105,31 @@ def test_a_session_saved_nowhere_is_not_replaced(make_napari_viewer, qtbot, clip
     wait_idle(qtbot, widget)
     assert widget.session is not session and np.array_equal(widget.session.labels, labels)
     assert len(kept_aside(widget.autosave_file().parent)) == 1
+
+
+def test_a_file_picked_before_a_model_is_loaded_still_keeps_the_autosave(make_napari_viewer, qtbot, mp4,
+                                                                         tiny_model, monkeypatch):
+    from src_model import VideoSession
+
+    folder = mp4.parent / "clip.mp4.refsam"
+    folder.mkdir()
+    for name, text in (("session-20240101-000000.npz", "an old expression"), ("session.npz", "the newest work")):
+        with VideoSession(tiny_model, str(mp4)) as session:
+            session.add_object(text=text)
+            list(session.propagate())
+            session.save(folder / name)
+    own, picked = folder / "session.npz", folder / "session-20240101-000000.npz"
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4)  # no model: the offered autosave waits for one
+    qtbot.wait(50)
+    widget.restore_saved_session(picked)  # the user picks the dated file instead; it waits too
+    widget.set_model(tiny_model)
+    wait_idle(qtbot, widget)
+    assert texts(widget.session) == ["an old expression"]
+    newest = [p for p in kept_aside(folder) if p != picked]
+    assert len(newest) == 1  # the newest work, kept under a dated name, not overwritten later
+    with VideoSession.load(tiny_model, newest[0], video=str(mp4)) as kept:
+        assert texts(kept) == ["the newest work"]
+    with VideoSession.load(tiny_model, own, video=str(mp4)) as saved:
+        assert texts(saved) == ["an old expression"]
