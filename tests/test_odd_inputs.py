@@ -126,3 +126,19 @@ def test_label_tiff_of_one_pixel_wide_frames_round_trips(tmp_path, shape):
     back, expressions = read_labels(tmp_path / "l.tif")
     assert back.shape == shape and np.array_equal(back, labels) and expressions == {1: ["a"]}
     assert len(tifffile.TiffFile(tmp_path / "l.tif").pages) == shape[0]  # one page per frame, for Fiji
+
+
+def test_frames_with_an_exif_orientation_are_read_upright(tmp_path):
+    """Phone photos are stored sideways with an EXIF orientation; viewers (and now RefSAM) turn them."""
+    from PIL import Image
+
+    stored = frames(t=3)  # (3, 32, 48, 3)
+    folder = tmp_path / "burst"
+    folder.mkdir()
+    for i, frame in enumerate(stored):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 clockwise to show"
+        Image.fromarray(frame).save(folder / f"{i}.png", exif=exif)
+    with open_video(folder) as src:
+        assert src.num_frames == 3 and src.shape[1:] == (48, 32, 3)
+        assert np.array_equal(src[2], np.rot90(stored[2], k=-1))  # clockwise

@@ -240,6 +240,25 @@ def _pil_to_array(image, mode: str) -> np.ndarray:
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
+def _upright_size(image) -> tuple[int, int]:
+    """(width, height) as shown: a camera's EXIF orientation 5-8 stores the picture turned a quarter."""
+    return image.size[::-1] if _orientation_tag(image) in (5, 6, 7, 8) else image.size
+
+
+def _orientation_tag(image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))  # EXIF Orientation
+    except Exception:  # noqa: BLE001 - unreadable EXIF: as stored
+        return 1
+
+
+def _upright(image):
+    """The frame the way photo viewers show it (EXIF orientation applied), as phone photos are stored."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image) if _orientation_tag(image) not in (1, 0) else image
+
+
 class ImageFolderReader:
     """A folder of .jpg/.jpeg/.png/.tif frames (natural order), or a single image file.
 
@@ -264,7 +283,7 @@ class ImageFolderReader:
         for f in files:
             try:
                 with Image.open(f) as image:
-                    this_size, mode = image.size, image.mode
+                    this_size, mode = _upright_size(image), image.mode
             except Exception as exc:
                 raise VideoReadError(f"cannot read frame {len(modes)} '{f}': {exc}") from exc
             if size is None:
@@ -299,11 +318,11 @@ class ImageFolderReader:
         f = self.files[i]
         try:
             with Image.open(f) as image:
-                if image.size != self._size:  # the file changed since the folder was opened
+                size = _upright_size(image)
+                if size != self._size:  # the file changed since the folder was opened
                     raise VideoReadError(
-                        f"frame {i} '{f}' is {image.size[0]}x{image.size[1]}, expected "
-                        f"{self._size[0]}x{self._size[1]}")
-                return _pil_to_array(image, self._mode)
+                        f"frame {i} '{f}' is {size[0]}x{size[1]}, expected {self._size[0]}x{self._size[1]}")
+                return _pil_to_array(_upright(image), self._mode)
         except VideoReadError:
             raise
         except Exception as exc:
