@@ -132,18 +132,23 @@ def test_outputs_and_settings_are_checked_before_any_work(mp4, tmp_path, capsys,
     assert err.count("\n") == 0 and message in err, err
 
 
-def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys):
+def faststart_mp4(path, frames: int):
+    """An mp4 of random frames with its index first and the data after (so a cut file still opens)."""
     import av
 
-    path = tmp_path / "cut.mp4"
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # index first, data after
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         rng = np.random.default_rng(0)
-        for _ in range(24):
+        for _ in range(frames):
             frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    return path
+
+
+def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys):
+    path = faststart_mp4(tmp_path / "cut.mp4", 24)
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])  # the index still promises frames the data lacks
     out = tmp_path / "l.tif"
@@ -158,17 +163,7 @@ def test_a_video_that_breaks_midway_keeps_the_frames_before_it(tmp_path, capsys)
 
 
 def test_a_video_whose_first_frame_cannot_be_decoded_writes_nothing(tmp_path, capsys):
-    import av
-
-    path = tmp_path / "cut.mp4"
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(8):
-            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    path = faststart_mp4(tmp_path / "cut.mp4", 8)
     data = path.read_bytes()
     path.write_bytes(data[:data.index(b"mdat") + 40])  # the first frame's data is cut short
     out = tmp_path / "l.tif"
