@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,3 +75,33 @@ def save_session(session, path) -> Path:
     """Write ``session`` to ``path`` (atomically, by the engine), making its folder first."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return session.save(path)
+
+
+def cache_dir() -> str | None:
+    """~/.cache/napari-refsam (or $XDG_CACHE_HOME's): on disk, unlike /tmp on systems that mount it
+    as tmpfs (RAM), which would defeat the point. None (the system temp dir) if it cannot be made."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-refsam"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(root)
+
+
+_LET_GO: dict[str, Path] = {}  # layer name -> the last let-go file this process wrote for it
+
+
+def let_go_path(name: str) -> Path:
+    """Where a session with no autosave place (an in-memory video, no folder) is saved when it is
+    let go: a dated file under the cache folder, named after the layer."""
+    root = Path(cache_dir() or tempfile.gettempdir()) / "sessions"
+    stem = re.sub(r"[^\w.-]+", "_", name or "").strip("._") or "video"
+    _LET_GO[name] = path = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.refsam" / SESSION_FILE
+    return path
+
+
+def latest_let_go(name: str) -> Path | None:
+    """The let-go file of a layer of this name written by this napari process (offered back when
+    the dock opens again; an in-memory video of another day is another video: Restore… finds it)."""
+    path, root = _LET_GO.get(name), Path(cache_dir() or tempfile.gettempdir())
+    return path if path is not None and path.is_relative_to(root) and path.is_file() else None

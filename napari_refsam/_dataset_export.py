@@ -13,13 +13,12 @@ import threading
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
-from ._reader import NAME_KEY
+from ._reader import video_name
 
 
 def dataset_name(layer) -> str:
     """The video's folder name in the dataset: its file or sample name, made a plain folder name."""
-    name = str(layer.metadata.get(NAME_KEY) or layer.name)
-    return re.sub(r"[/\\\x00]", "_", name).lstrip(".") or "video"
+    return re.sub(r"[/\\\x00]", "_", video_name(layer)).lstrip(".") or "video"
 
 
 def export_job(session, root, name: str, overwrite: bool, token):

@@ -65,8 +65,9 @@ def autosave(session, path):
         save_session(session, path)
     except Exception as exc:  # noqa: BLE001 - the work itself succeeded; only the backup failed
         yield ("warning", f"RefSAM autosave to {path} failed: {exc}")
-    else:
-        yield ("saved", str(path))
+        return False
+    yield ("saved", str(path))
+    return True
 
 
 def segment(session, model, video, text: str, token, save_to=None, **propagate_kwargs):
@@ -222,14 +223,17 @@ def switch_model(session, model, save_to=None):
     return session
 
 
-def save_all(pairs):
-    """Save each (session, path) where the Autosave-to folder now puts it; a session already
-    there (an older one of the same video) is kept under a dated name first."""
-    for session, path in pairs:
+def save_all(moves):
+    """Save each session where the Autosave-to folder now puts it: ``moves`` holds (session, new
+    file, old file or None). A session already at the new place (an older one of the same video)
+    is kept under a dated name first; once saved, the old file is too, so it is not offered again."""
+    for session, path, old in moves:
         if Path(path).is_file():
             kept = set_aside(Path(path))
             yield ("warning", f"RefSAM: an earlier session in the autosave folder was kept as {kept}")
-        yield from autosave(session, path)
+        saved = yield from autosave(session, path)
+        if saved and old is not None and Path(old).is_file() and Path(old).resolve() != Path(path).resolve():
+            set_aside(Path(old))
 
 
 def save(session, path):

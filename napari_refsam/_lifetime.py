@@ -14,18 +14,13 @@ widget stops listening to the viewer, and its labels layer is locked (no stroke 
 from __future__ import annotations
 
 import contextlib
-import re
-import tempfile
-import time
 import weakref
-from pathlib import Path
 
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QMainWindow
 
-from ._autosave import SESSION_FILE, save_session
-from ._session_view import _scratch_dir
+from ._autosave import let_go_path, save_session
 
 
 def _name(layer) -> str:
@@ -140,13 +135,12 @@ class SessionLifetime:
 
     def _let_go_path(self, layer, running: bool = False):
         """Where a session let go is saved: its autosave file, else (a video with no autosave
-        place) a dated file under the cache folder, said in a warning (Restore… brings it back)."""
+        place) a dated file under the cache folder, said in a warning; offered back when the
+        dock opens again, and Restore… brings it back too."""
         path = self.autosave_file(layer) if layer is not None else None
         if path is not None or layer is None:
             return path
-        root = Path(_scratch_dir() or tempfile.gettempdir()) / "sessions"
-        stem = re.sub(r"[^\w.-]+", "_", _name(layer)).strip("._") or "video"
-        path = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.refsam" / SESSION_FILE
+        path = let_go_path(_name(layer))
         when = "once its run has stopped" if running else "now"
         show_warning(f"RefSAM: “{_name(layer)}” has no file to autosave next to, nor an Autosave-to folder: "
                      f"its session is saved {when} to {path} (Restore… brings it back).")

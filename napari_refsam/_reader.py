@@ -30,6 +30,11 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 NULL_LAYER = [(None,)]
 
 
+def video_name(layer) -> str:
+    """The short name of the video a layer shows: its file's (this reader's), else the layer's."""
+    return str(layer.metadata.get(NAME_KEY) or layer.name)
+
+
 def napari_get_reader(path):
     """Return a reader function for ``path``, or None when this plugin does not handle it."""
     if isinstance(path, (list, tuple)):

@@ -17,8 +17,11 @@ from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from . import _jobs
-from ._autosave import autosave_path, earlier_autosave_paths, existing_autosave, saved_video_path, set_aside
-from ._reader import NAME_KEY, SOURCE_KEY
+from ._autosave import (
+    autosave_path, earlier_autosave_paths, existing_autosave, latest_let_go, let_go_path, saved_video_path,
+    set_aside,
+)
+from ._reader import SOURCE_KEY, video_name
 
 AUTOSAVE_SETTING = "autosave_folder"
 
@@ -43,12 +46,15 @@ class SessionRestore:
         layer = layer if layer is not None else (self.video_layer or self.selected_layer())
         if layer is None:
             return None
-        meta = layer.metadata
-        return autosave_path(file_of(layer), meta.get(NAME_KEY) or layer.name,
-                             self.autosave_edit.text().strip() or None)
+        return autosave_path(file_of(layer), video_name(layer), self._autosave_folder())
+
+    def _autosave_folder(self, text: str | None = None) -> Path | None:
+        """The Autosave-to folder as typed (``~`` is the home folder), or None: next to the video."""
+        text = (self.autosave_edit.text() if text is None else text).strip()
+        return Path(text).expanduser().absolute() if text else None
 
     def _earlier_autosave_files(self, layer) -> list[Path]:
-        return earlier_autosave_paths(file_of(layer), self.autosave_edit.text().strip() or None)
+        return earlier_autosave_paths(file_of(layer), self._autosave_folder())
 
     def _saved_autosave(self, layer):
         """The video's autosave on disk: its own file, else one saved before the Autosave-to folder
@@ -59,6 +65,8 @@ class SessionRestore:
         if own is not None:
             return own
         source = file_of(layer)
+        if source is None and self._autosave_folder() is None:  # saved when let go, under the cache
+            return latest_let_go(video_name(layer))
         beside, *in_folder = self._earlier_autosave_files(layer) or [None]
         if beside is not None and beside.is_file():  # named after this very file, whatever it records
             return beside
@@ -103,11 +111,14 @@ class SessionRestore:
             return False
         own = self.autosave_file(layer)
         if path is None:
-            start = own.parent if own is not None and own.parent.is_dir() else Path.home()
+            start = (own or let_go_path(video_name(layer))).parent.parent  # the folder of the dated ones too
+            start = own.parent if own is not None and own.parent.is_dir() else start
+            start = start if start.is_dir() else Path.home()
             path, _ = QFileDialog.getOpenFileName(self, "Restore a RefSAM session", str(start),
                                                   "RefSAM session (*.npz)")
             if not path:
                 return False
+        self._settle_pending_paint()  # a stroke not yet applied belongs to the session it was painted on
         has_session = (self.session is not None and layer is self.video_layer) or id(layer) in self._parked
         if has_session and own is None:
             show_warning(f"RefSAM: the session of “{layer.name}” is saved nowhere, and the restore would "
@@ -185,24 +196,31 @@ class SessionRestore:
 
     def _remember_autosave_dir(self) -> None:
         """The next widget (also after napari restarts) starts with the folder chosen last; the
-        sessions open now are saved where it puts them (an in-memory video's had no place yet)."""
-        folder = self.autosave_edit.text().strip()
-        if folder == str(settings().value(AUTOSAVE_SETTING, "") or ""):
+        sessions open now are saved where it puts them (an in-memory video's had no place yet),
+        and what they left at the previous place is kept under a dated name, not offered again."""
+        folder = self._autosave_folder()
+        text = "" if folder is None else str(folder)
+        previous = str(settings().value(AUTOSAVE_SETTING, "") or "")
+        if text != self.autosave_edit.text():
+            self.autosave_edit.setText(text)  # "~/x" shown as the folder it means
+        if text == previous:
             return  # the field lost focus, unchanged
-        settings().setValue(AUTOSAVE_SETTING, folder)
-        self._save_where_autosaves_go()
+        settings().setValue(AUTOSAVE_SETTING, text)
+        self._save_where_autosaves_go(self._autosave_folder(previous) if previous else None)
 
-    def _save_where_autosaves_go(self) -> None:
+    def _save_where_autosaves_go(self, previous: Path | None = None) -> None:
         """Save the session shown and those set aside to their autosave files (after the run, if
-        one is going): the next autosave would only come with the next change."""
+        one is going): the next autosave would only come with the next change. ``previous``: the
+        folder autosaves went to before (None: next to the videos)."""
         if self._worker is not None:
-            self._save_after_job = True
+            self._save_after_job = (previous,)
             return
         self._save_after_job = False
         layers = {id(layer): layer for layer in self.viewer.layers}
-        pairs = [(self.session, self.autosave_file())] if self.session is not None else []
-        pairs += [(session, self.autosave_file(layers[key])) for key, (session, _) in self._parked.items()
-                  if key in layers]
-        pairs = [(session, path) for session, path in pairs if path is not None and session.objects]
-        if pairs:
-            self._start("saving to the autosave folder", lambda token: _jobs.save_all(pairs))
+        shown = [(self.session, self.video_layer)] if self.session is not None else []
+        parked = [(session, layers[key]) for key, (session, _) in self._parked.items() if key in layers]
+        moves = [(session, self.autosave_file(layer), autosave_path(file_of(layer), video_name(layer), previous))
+                 for session, layer in shown + parked if session.objects]
+        moves = [move for move in moves if move[1] is not None]
+        if moves:
+            self._start("saving to the autosave folder", lambda token: _jobs.save_all(moves))

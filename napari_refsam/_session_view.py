@@ -23,6 +23,7 @@ from app_model.types import KeyCode, KeyMod
 from napari.utils.notifications import show_error, show_warning
 
 from ._objects import keyframe_note
+from ._autosave import cache_dir
 from ._reader import EXPRESSIONS_KEY, NAME_KEY, SOURCE_KEY, VIDEO_SOURCE_KEY
 from ._workers import CancelToken, JobResult, LiveLabels, run_job
 
@@ -60,24 +61,13 @@ def layer_array(shape, dtype) -> np.ndarray:
     if nbytes <= LAYER_MEMMAP_BYTES:
         return np.zeros(shape, dtype)
     try:
-        with tempfile.TemporaryFile(prefix="refsam-layer-", dir=_scratch_dir()) as handle:
+        with tempfile.TemporaryFile(prefix="refsam-layer-", dir=cache_dir()) as handle:
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(handle.fileno(), 0, nbytes)
             return np.memmap(handle, dtype=dtype, mode="w+", shape=shape)  # the mapping outlives the handle
     except OSError as exc:
         log.warning("RefSAM: labels layer kept in memory (no file-backed copy: %s)", exc)
         return np.zeros(shape, dtype)
-
-
-def _scratch_dir() -> str | None:
-    """~/.cache/napari-refsam (or $XDG_CACHE_HOME's): on disk, unlike /tmp on systems that mount it
-    as tmpfs (RAM), which would defeat the point. None (the system temp dir) if it cannot be made."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-refsam"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return str(root)
 
 
 class SessionView:
@@ -245,12 +235,6 @@ class SessionView:
                     and layer.data.dtype == labels.dtype and _same_frames(layer.data, labels)):
                 return layer
         return None
-
-    def _has_earlier_labels_layer(self) -> bool:
-        """Whether a let-go labels layer of this video exists (a restore may go back into it)."""
-        video = self.video_layer
-        return video is not None and any(layer.metadata.get(VIDEO_LAYER_KEY) == video.unique_id
-                                         for layer in self.viewer.layers)
 
     def _watch_labels(self, layer) -> None:
         """Paint strokes on ``layer`` become corrections, and Ctrl+Z on it undoes the session's last

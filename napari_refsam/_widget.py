@@ -32,7 +32,7 @@ DIRECTIONS = ("both", "forward", "backward")
 class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExport, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
-    _save_after_job = False  # the Autosave-to folder changed during a run
+    _save_after_job = False  # (previous folder,): the Autosave-to folder changed during a run
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -170,6 +170,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         for layer in self.viewer.layers:
             if isinstance(layer, Image):
                 self.layer_combo.addItem(layer.name, layer)
+                layer.events.name.connect(self._rename_choices)  # (connecting again is a no-op)
         index = self.layer_combo.findData(current) if current is not None else -1
         self.layer_combo.setCurrentIndex(index if index >= 0 else self.layer_combo.count() - 1)
         self.layer_combo.blockSignals(False)
@@ -185,6 +186,10 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         if isinstance(event.value, Image) and self.session is None and self._worker is None:
             self.layer_combo.setCurrentIndex(self.layer_combo.findData(event.value))
             self._offer_restore(event.value)
+
+    def _rename_choices(self, *_) -> None:
+        for index in range(self.layer_combo.count()):
+            self.layer_combo.setItemText(index, self.layer_combo.itemData(index).name)
 
     def _offer_expressions(self, *_) -> None:
         """The selected video's own expressions (the sample's, say) complete what is typed."""
@@ -213,7 +218,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         if self._worker is None and self.selected_layer() is not self.video_layer:
             self._on_video_changed()
         if self._worker is None and self._save_after_job:
-            self._save_where_autosaves_go()
+            self._save_where_autosaves_go(*self._save_after_job)
 
     def _detach_session(self) -> None:
         """Put the session aside (kept, and autosaved after every change); its layer stays too."""
@@ -317,9 +322,10 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
             data = layer.data[0] if layer.multiscale else layer.data
             shape = tuple(data.shape[:-1] if layer.rgb else data.shape)
             shape = (1, *shape) if len(shape) == 2 else shape
-            # Anything but 3-D: VideoSession names the problem. A restore may go back into the
-            # layer an earlier widget left (``_earlier_labels_layer``), so it makes none yet.
-            if len(shape) == 3 and not (restoring and self._has_earlier_labels_layer()):
+            # Anything but 3-D: VideoSession names the problem. A restore makes none yet: the
+            # session it brings makes it (or goes back into the layer an earlier widget left,
+            # ``_earlier_labels_layer``), and a restore that fails leaves no empty layer behind.
+            if len(shape) == 3 and not restoring:
                 self._ensure_labels_layer(shape)
 
     def segment(self, text: str | None = None) -> bool:

@@ -15,6 +15,12 @@ the worst frame (lowest J, not yet corrected) with its ground-truth mask (``set_
 re-propagate from it; J, F, J&F are reported after every round. A video has no frame left to
 correct after as many rounds as it has frames: its last scores count in later rounds, and the
 dataset's rounds stop at the longest video's frame count.
+
+Prompt objects (``prompt="box"`` / ``"click"`` / ``"clicks"`` / ``"click-neg"``): instead of
+expressions, every annotated object is started from its ground-truth box (or one click, three
+clicks, a click and a negative click on a neighbour: ``prompt_from_mask``) on the first frame it
+shows, with no words, and propagated both ways - the SAM prompt path - then scored and corrected
+the same way.
 """
 from __future__ import annotations
 
@@ -52,7 +58,78 @@ def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: 
     (fewer when the video has fewer than K frames to correct), "corrected": [frames given their GT
     mask, in order]}.
     """
-    obj = session.add_object(text=text)
+    return _propagate_and_score(session, session.add_object(text=text), gt, interactive)
+
+
+PROMPTS = ("text", "box", "click", "clicks", "click-neg")
+
+
+def _nearest(ys: np.ndarray, xs: np.ndarray, y: float, x: float) -> tuple[int, int]:
+    i = int(np.argmin((ys - y) ** 2 + (xs - x) ** 2))
+    return int(xs[i]), int(ys[i])
+
+
+def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a (2r+1)-square (no SciPy needed for a few pixels)."""
+    padded = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= padded[dy: dy + h, dx: dx + w]
+    return out
+
+
+def prompt_from_mask(mask: np.ndarray, kind: str, others: np.ndarray | None = None) -> dict:
+    """The prompt a user would give for ``mask`` (H, W) bool, as ``add_object`` keywords:
+
+    "box": its tight box (x0, y0, x1, y1, x1/y1 the last column/row, as ``objects.mask_box``);
+    "click": one click on the mask pixel nearest its centre;
+    "clicks": that click and one in each half of the mask (split across its longer side), on the
+    pixel nearest the half's centre: three positive clicks;
+    "click-neg": the centre click and a negative one where a user keeps a neighbour out: on the
+    pixel of another object (``others`` (H, W) bool) nearest the centre or, with none in the
+    frame, on the nearest background pixel 3 px or more off the object.
+    """
+    ys, xs = np.nonzero(mask)
+    if kind == "box":
+        return {"box": (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))}
+    cy, cx = ys.mean(), xs.mean()
+    points, labels = [_nearest(ys, xs, cy, cx)], [1]
+    if kind == "clicks":
+        along_x = np.ptp(xs) >= np.ptp(ys)
+        first = xs < cx if along_x else ys < cy
+        for half in (first, ~first):
+            if half.any():
+                points.append(_nearest(ys[half], xs[half], ys[half].mean(), xs[half].mean()))
+                labels.append(1)
+    elif kind == "click-neg":
+        away = others if others is not None and others.any() else ~_grown(mask, 3)
+        if away.any():
+            oy, ox = np.nonzero(away)
+            points.append(_nearest(oy, ox, cy, cx))
+            labels.append(0)
+    return {"points": points, "labels": labels}
+
+
+def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: int = 0,
+                             others: np.ndarray | None = None) -> dict | None:
+    """Score one object started from a prompt (``prompt_from_mask``) on the first frame its ground
+    truth shows it, propagated both ways (what "Add from prompts" does); None if it never shows.
+    others: (T, H, W) bool, the other annotated objects (where "click-neg" puts its negative click).
+    Returns what ``evaluate_expression`` does, plus "frame": the prompted frame."""
+    shown = np.flatnonzero(gt.reshape(len(gt), -1).any(1))
+    if not len(shown):
+        return None
+    frame = int(shown[0])
+    obj = session.add_object(frame=frame, **prompt_from_mask(gt[frame], kind,
+                                                             None if others is None else others[frame]))
+    return {**_propagate_and_score(session, obj, gt, interactive), "frame": frame}
+
+
+def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: int) -> dict:
+    """Propagate the new object ``obj`` over the video, score it, run the interactive rounds (module
+    docstring), and remove it."""
     try:
         for _ in session.propagate():
             pass
@@ -105,9 +182,20 @@ class SubmissionWriter:
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
+def _row(video: str, exp_id: str, text: str, obj_id, expression_set: str, result: dict) -> dict:
+    return {"video": video, "exp_id": exp_id, "text": text, "obj_id": obj_id, "set": expression_set,
+            "corrected": result["corrected"], **{k: result["rounds"][0][k] for k in ("J", "F", "J&F")},
+            "rounds": [{k: r[k] for k in ("J", "F", "J&F")} for r in result["rounds"]]}
+
+
 def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = False, interactive: int = 0,
-                     submission=None, max_videos: int | None = None, progress: bool = True) -> dict:
+                     submission=None, max_videos: int | None = None, progress: bool = True,
+                     prompt: str = "text") -> dict:
     """Evaluate ``model`` on a dataset folder; see the module docstring for the protocol.
+
+    prompt: "text" (every expression), or "box" / "click" / "clicks" / "click-neg": every annotated
+    object started from that prompt (``prompt_from_mask``) on its first visible frame, without words (the SAM prompt
+    path; its rows are objects, named "box @ frame t").
 
     Returns {"J", "F", "J&F" (text only), "rounds": [{"round", "J", "F", "J&F"}] (0 = text only),
     "num_videos", "num_expressions", "per_expression": [...], "per_object": [...],
@@ -116,6 +204,11 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     from .data.ytvos import read_dataset, read_ref_davis
     from .video.session import VideoSession
 
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    if prompt != "text" and (davis or submission):
+        raise ValueError("box / click prompts score objects, not expressions: not with the Ref-DAVIS17 "
+                         "protocol or a submission")
     videos = read_ref_davis(root, split) if davis else read_dataset(root, split)
     if max_videos is not None and max_videos < 1:
         raise ValueError(f"max_videos (--max-videos) must be >= 1, got {max_videos}")
@@ -141,18 +234,22 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
             labels = video.load_labels() if any(p is not None for p in video.annotation_paths) else None
             session = VideoSession(model, frames)
             try:
+                if prompt != "text":  # one row per annotated object, started from its box / a click
+                    for obj_id in sorted({o for _, _, o in video.expressions if o is not None}):
+                        result = None if labels is None else evaluate_prompted_object(
+                            session, labels == obj_id, prompt, interactive, (labels != obj_id) & (labels != 0))
+                        if result is not None:
+                            per_expression.append(_row(name, "", f"{prompt} @ frame {result['frame']}", obj_id,
+                                                       "", result))
+                    continue
                 for exp_id, text, obj_id in video.expressions:
                     gt = labels == obj_id if labels is not None and obj_id is not None else None
                     result = evaluate_expression(session, text, gt, interactive)
                     if writer is not None:
                         writer.add(name, exp_id, video.frame_names, result["mask"])
                     if result["rounds"]:
-                        per_expression.append({
-                            "video": name, "exp_id": exp_id, "text": text, "obj_id": obj_id,
-                            "set": video.expression_sets.get(exp_id, ""), "corrected": result["corrected"],
-                            **{k: result["rounds"][0][k] for k in ("J", "F", "J&F")},
-                            "rounds": [{k: r[k] for k in ("J", "F", "J&F")} for r in result["rounds"]],
-                        })
+                        per_expression.append(_row(name, exp_id, text, obj_id,
+                                                   video.expression_sets.get(exp_id, ""), result))
             finally:
                 session.close()
         ok = True

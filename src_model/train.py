@@ -75,6 +75,7 @@ class TrainOptions:
     clip_grad: float = 1.0
     prompt_dropout: float = 0.5
     keyframe_prob: float = 0.15
+    box_prob: float = 0.0  # share of rows trained as box / click prompt objects (train_clip)
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
@@ -297,7 +298,7 @@ def train(opts: TrainOptions, model=None) -> dict:
                 with autocast:
                     losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
                                                   opts.prompt_dropout, opts.keyframe_prob, generator,
-                                                  clip_of_row=batch["clip"])
+                                                  clip_of_row=batch["clip"], box_prob=opts.box_prob)
                 (losses["loss"] / opts.accum).backward()
                 with torch.no_grad():
                     pred, gt = logits > 0, batch["masks"].to(logits.device)

@@ -5,6 +5,13 @@ Prompt dropout (REFSAM_SPEC "Extension for correction"): a frame t > 0 gets, wit
 mask prompt - what propagation after a user correction feeds the decoder; frame 0 gets, with
 probability ``keyframe_prob``, its own exact mask without a track token - the keyframe
 re-initialisation of τ. The rest is text only, as in the paper.
+
+Prompt rows (``box_prob``): a row is, with that probability, a SAM-prompt object instead - what
+"Add from prompts" makes: frame 0 is decoded from a jittered box of its mask and/or clicks (1-3
+inside it, sometimes a negative one next to it), without text or τ (the engine's *anchor*); a later frame is an anchor again with
+probability ``anchor_prob``, else decoded from the previous frame's mask, perturbed, as mask
+prompt, that mask's box and τ (the engine's *step* for prompt objects). Without prompt rows the
+prompt encoder's box and point embeddings are never trained.
 """
 from __future__ import annotations
 
@@ -71,6 +78,12 @@ def perturb_masks(masks: torch.Tensor, generator: torch.Generator, strength: int
     return out > 0.5
 
 
+def in_row_order(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Sub-batches (row indices, rows) decoded apart -> one tensor in the batch's row order."""
+    order = torch.cat([rows for rows, _ in parts]).argsort()
+    return torch.cat([values for _, values in parts])[order]
+
+
 def decode_rows(model, features: FrameFeatures, text: TextPrompt, track, prompts, use: torch.Tensor):
     """Decode B rows where only rows with ``use`` get a mask prompt -> (low-res logits, track).
 
@@ -85,14 +98,117 @@ def decode_rows(model, features: FrameFeatures, text: TextPrompt, track, prompts
         out = model.decode(features.select(rows), text.select(rows), None if track is None else track[rows],
                            mask_prompt=prompts[rows] if prompt else None)
         parts.append((rows, out))
-    order = torch.cat([rows for rows, _ in parts]).argsort()
-    logits = torch.cat([o.low_res_logits for _, o in parts])[order]
-    return logits, torch.cat([o.track for _, o in parts])[order]
+    return (in_row_order([(rows, o.low_res_logits) for rows, o in parts]),
+            in_row_order([(rows, o.track) for rows, o in parts]))
+
+
+def mask_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight boxes of bool masks (B, H, W) -> xyxy (B, 4) float, x1/y1 the last column/row as
+    ``objects.mask_box``, and (B,) bool: the mask has any pixel (else its box is meaningless)."""
+    rows, cols = masks.any(2), masks.any(1)
+    first = lambda hits: hits.float().argmax(1)  # noqa: E731 - the first True of each row
+    last = lambda hits: hits.shape[1] - 1 - hits.flip(1).float().argmax(1)  # noqa: E731
+    boxes = torch.stack([first(cols), first(rows), last(cols), last(rows)], 1).float()
+    return boxes, rows.any(1)
+
+
+def jitter_boxes(boxes: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Boxes as a user draws them: each side moved by noise of 10% of the box's side (SAM's
+    training recipe), at most 20 px, kept inside the image."""
+    side = (boxes[:, 2:] - boxes[:, :2] + 1).repeat(1, 2)
+    noise = torch.randn(boxes.shape, generator=generator).to(boxes.device) * 0.1 * side
+    out = boxes + noise.clamp(-20, 20)
+    high = torch.tensor([size[1] - 1, size[0] - 1] * 2, dtype=out.dtype, device=out.device)
+    return torch.minimum(out.clamp(min=0), high)
+
+
+def inside_clicks(masks: torch.Tensor, generator: torch.Generator, count: int = 1) -> torch.Tensor:
+    """``count`` clicks (x, y) per mask (B, H, W), drawn uniformly from its pixels -> (B, count, 2) float."""
+    b, height, width = masks.shape
+    weights = masks.flatten(1).float().cpu() + 1e-12  # an empty mask: anywhere (its rows are not used)
+    index = torch.multinomial(weights, count, replacement=True, generator=generator)
+    return torch.stack([index % width, index // width], 2).float().to(masks.device)
+
+
+def outside_clicks(masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One negative click per mask (B, H, W) where a user puts one: off the object, near it (within
+    its box grown by half its side, at least 8 px) -> (B, 1, 2) float, and labels (B, 1): 0, or -1
+    (SAM's "not a point") where no pixel qualifies (the object fills its surroundings)."""
+    b, height, width = masks.shape
+    boxes, _ = mask_boxes(masks)
+    margin = ((boxes[:, 2:] - boxes[:, :2] + 1) * 0.5).clamp(min=8).repeat(1, 2) * torch.tensor([-1, -1, 1, 1])
+    x0, y0, x1, y1 = (boxes + margin.to(boxes.device)).unbind(1)
+    xs = torch.arange(width, device=masks.device).view(1, 1, width)
+    ys = torch.arange(height, device=masks.device).view(1, height, 1)
+    near = (xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1)) & (ys >= y0.view(-1, 1, 1)) & (ys <= y1.view(-1, 1, 1))
+    candidates = (near & ~masks).flatten(1).float().cpu()
+    index = torch.multinomial(candidates + 1e-12, 1, generator=generator)[:, 0]
+    labels = torch.where(candidates.sum(1) > 0, 0, -1).view(b, 1).to(masks.device)
+    return torch.stack([index % width, index // width], 1).float().view(b, 1, 2).to(masks.device), labels
+
+
+def anchor_decode(model, feats: FrameFeatures, masks: torch.Tensor, generator: torch.Generator):
+    """The engine's *anchor* for B objects with masks (B, H, W) on this frame: a jittered box, a box
+    and clicks, or clicks (one draw for the batch), no text, no τ, no mask prompt. Clicks are 1-3
+    positive ones on the object and, half the time, a negative one next to it - what a user adds
+    to keep a neighbour or the background out."""
+    b, h, w = masks.shape
+    mode = int(torch.randint(0, 3, (1,), generator=generator))  # box / box + clicks / clicks
+    boxes = None
+    if mode < 2:
+        boxes = model.transform_coords(jitter_boxes(mask_boxes(masks)[0], (h, w), generator), feats.original_size)
+    points = None
+    if mode > 0:
+        count = int(torch.randint(1, 4, (1,), generator=generator))
+        coords = inside_clicks(masks, generator, count)
+        labels = torch.ones(b, count, dtype=torch.int64, device=masks.device)
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            negative, negative_labels = outside_clicks(masks, generator)
+            coords, labels = torch.cat([coords, negative], 1), torch.cat([labels, negative_labels], 1)
+        points = (model.transform_coords(coords, feats.original_size), labels)
+    return model.decode(feats, boxes=boxes, points=points)
+
+
+def prompt_rows_forward(model, embedding, hier, input_size, original_size, masks, generator,
+                        anchor_prob: float = 0.5) -> torch.Tensor:
+    """Frame logits (B, T, H, W) of B prompt objects decoded as the engine does (module docstring).
+
+    embedding/hier (B, T, ...) per row; masks bool (B, T, H, W), every row visible on frame 0.
+    Frame 0 is an anchor; a later frame is one again with probability ``anchor_prob`` where the
+    object shows (the user prompting another frame), which trains the one-shot box / click decode
+    three times as often as anchoring frame 0 alone.
+    """
+    b, t = masks.shape[:2]
+    device = masks.device
+    track, logits = None, []
+    for i in range(t):
+        feats = FrameFeatures(embedding[:, i], hier[:, i], input_size, original_size)
+        anchor = torch.ones(b, dtype=torch.bool)
+        if i > 0:
+            anchor = (torch.rand(b, generator=generator) < anchor_prob) & masks[:, i].flatten(1).any(1).cpu()
+        parts = []
+        if bool(anchor.any()):
+            rows = anchor.nonzero()[:, 0].to(device)
+            parts.append((rows, anchor_decode(model, feats.select(rows), masks[rows, i], generator)))
+        if not bool(anchor.all()):
+            previous = perturb_masks(masks[:, i - 1], generator)
+            boxes, has = mask_boxes(previous)
+            prompt = model.mask_to_prompt(previous, input_size)
+            for with_box in (True, False):  # a lost object (empty mask) follows τ alone, as in the engine
+                rows = (~anchor.to(device) & (has == with_box)).nonzero()[:, 0]
+                if rows.numel():
+                    box = model.transform_coords(boxes[rows], original_size) if with_box else None
+                    parts.append((rows, model.decode(feats.select(rows), track=track[rows], mask_prompt=prompt[rows],
+                                                     boxes=box)))
+        low = in_row_order([(rows, out.low_res_logits) for rows, out in parts])
+        track = in_row_order([(rows, out.track) for rows, out in parts])
+        logits.append(model.postprocess(low, input_size, original_size))
+    return torch.stack(logits, 1)
 
 
 def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
                  prompt_dropout: float, keyframe_prob: float, generator: torch.Generator,
-                 clip_of_row: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+                 clip_of_row: torch.Tensor | None = None, box_prob: float = 0.0) -> tuple[dict, torch.Tensor]:
     """Loss of R rows (object + expression) of B clips, decoded online with the track token
     carried (not detached) over the frames. Each clip is encoded once, whatever its rows.
 
@@ -111,6 +227,34 @@ def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.
         embedding, hier = embedding[rows], hier[rows]
     text = model.project_text(words, word_mask)
     masks = masks.to(model.device)
+    prompted = torch.zeros(b, dtype=torch.bool)
+    if box_prob > 0:  # drawn only then: runs without prompt rows keep their random stream
+        prompted = (torch.rand(b, generator=generator) < box_prob) & masks[:, 0].flatten(1).any(1).cpu()
+    if not bool(prompted.any()):
+        logits = text_rows_forward(model, embedding, hier, input_size, original_size, text, masks,
+                                   prompt_dropout, keyframe_prob, generator)
+    else:
+        parts = []
+        for rows, as_prompt in (((~prompted).nonzero()[:, 0], False), (prompted.nonzero()[:, 0], True)):
+            if not rows.numel():
+                continue
+            index = rows.to(embedding.device)
+            if as_prompt:
+                part = prompt_rows_forward(model, embedding[index], hier[index], input_size, original_size,
+                                           masks[index], generator)
+            else:
+                part = text_rows_forward(model, embedding[index], hier[index], input_size, original_size,
+                                         text.select(index), masks[index], prompt_dropout, keyframe_prob, generator)
+            parts.append((index, part))
+        logits = in_row_order(parts)
+    losses = mask_losses(logits.flatten(0, 1), masks.flatten(0, 1))
+    return losses, logits
+
+
+def text_rows_forward(model, embedding, hier, input_size, original_size, text, masks, prompt_dropout: float,
+                      keyframe_prob: float, generator) -> torch.Tensor:
+    """Frame logits (B, T, H, W) of B text objects decoded online, τ carried over the frames."""
+    b, t = masks.shape[:2]
     track, logits = None, []
     for i in range(t):
         feats = FrameFeatures(embedding[:, i], hier[:, i], input_size, original_size)
@@ -124,6 +268,4 @@ def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.
         prompts = model.mask_to_prompt(prompt, input_size) if bool(use.any()) else None
         low, track = decode_rows(model, feats, text, track, prompts, use.to(model.device))
         logits.append(model.postprocess(low, input_size, original_size))
-    logits = torch.stack(logits, 1)
-    losses = mask_losses(logits.flatten(0, 1), masks.flatten(0, 1))
-    return losses, logits
+    return torch.stack(logits, 1)

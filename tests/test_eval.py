@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from src_model.evaluate import evaluate_dataset, evaluate_expression, summarize
+from src_model.evaluate import evaluate_dataset, evaluate_expression, prompt_from_mask, summarize
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,55 @@ def test_gt_corrections_lock_the_worst_frames(tiny_model, small_split):
             assert rounds[r]["J_per_frame"][frame] == 1.0
             assert rounds[r]["J_per_frame"][frame] >= rounds[r - 1]["J_per_frame"][frame]
         assert 0.0 <= rounds[r]["J&F"] <= 1.0
+
+
+def test_prompts_from_a_mask_are_its_tight_box_and_a_click_on_it():
+    ring = np.zeros((20, 30), bool)
+    ring[4:15, 6:25] = True
+    ring[7:12, 9:22] = False  # the centre of a ring is not on it
+    assert prompt_from_mask(ring, "box") == {"box": (6, 4, 24, 14)}  # x1, y1: the last column, row
+    click = prompt_from_mask(ring, "click")
+    (x, y), = click["points"]
+    assert click["labels"] == [1] and ring[y, x]
+    assert (y, x) in {(6, 15), (12, 15)}  # on the ring, as near its centre (9.5, 15.5) as it gets
+
+
+def test_three_clicks_sit_on_the_mask_in_both_halves_and_a_negative_click_on_the_neighbour():
+    bar = np.zeros((20, 40), bool)
+    bar[8:12, 4:36] = True  # longer across: split into a left and a right half
+    clicks = prompt_from_mask(bar, "clicks")
+    assert clicks["labels"] == [1, 1, 1] and all(bar[y, x] for x, y in clicks["points"])
+    xs = sorted(x for x, _ in clicks["points"])
+    assert xs[0] < 20 <= xs[2] and xs[0] < xs[1] < xs[2]  # the centre, and one click in each half
+    neighbour = np.zeros_like(bar)
+    neighbour[2:6, 30:38] = True
+    neighbour[14:19, 18:22] = True  # the nearer one to the bar's centre (19.5, 9.5)
+    negative = prompt_from_mask(bar, "click-neg", neighbour)
+    (px, py), (nx, ny) = negative["points"]
+    assert negative["labels"] == [1, 0] and bar[py, px] and (nx, ny) == (19, 14)
+    alone = prompt_from_mask(bar, "click-neg", np.zeros_like(bar))  # no neighbour: background next to it
+    (nx, ny) = alone["points"][1]
+    assert not bar[max(0, ny - 2): ny + 3, max(0, nx - 2): nx + 3].any() and abs(ny - 9.5) <= 6
+
+
+@pytest.mark.parametrize("prompt", ["box", "click", "clicks", "click-neg"])
+def test_prompted_objects_are_scored_one_row_per_object_from_their_first_frame(tiny_model, small_split, prompt):
+    from src_model.data.ytvos import read_dataset
+
+    result = evaluate_dataset(tiny_model, small_split, "valid", interactive=1, progress=False, prompt=prompt)
+    expected = []
+    for name, video in read_dataset(small_split, "valid").items():
+        labels = video.load_labels()
+        for obj in sorted({o for _, _, o in video.expressions if o is not None}):
+            shown = np.flatnonzero((labels == obj).any((1, 2)))
+            if len(shown):
+                expected.append((name, obj, f"{prompt} @ frame {shown[0]}"))
+    assert [(r["video"], r["obj_id"], r["text"]) for r in result["per_expression"]] == expected
+    assert result["num_expressions"] == len(expected) and [r["round"] for r in result["rounds"]] == [0, 1]
+    for row in result["per_expression"]:
+        assert 0.0 <= row["J&F"] <= 1.0 and len(row["corrected"]) == 1
+    with pytest.raises(ValueError, match="not with the Ref-DAVIS17"):
+        evaluate_dataset(tiny_model, small_split, "valid", davis=True, prompt=prompt)
 
 
 def test_davis_protocol_averages_the_four_sets():
@@ -161,6 +210,7 @@ def test_eval_refuses_bad_outputs_before_the_model_loads(small_split, tmp_path, 
         (["--output", str(tmp_path / "mine.json")], "already exists; pass --overwrite"),
         (["--submission", str(tmp_path / "mine.zip")], "already exists; pass --overwrite"),
         (["--output", str(tmp_path / "r"), "--submission", str(tmp_path / "r")], "both name"),
+        (["--prompt", "box", "--submission", str(tmp_path / "s.zip")], "scores objects, not expressions"),
     ):
         assert main([*common, *extra]) == 2, extra
         err = capsys.readouterr().err

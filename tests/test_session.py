@@ -253,9 +253,12 @@ def test_labels_do_not_depend_on_the_cache_or_the_label_storage(make, tiny_model
     reopened = make(cache_dir=tmp_path / "cache", memmap_bytes=0)  # labels in a temporary file
     assert np.array_equal(run(reopened), memory) and reopened.cache.frames_encoded == 0
     temp = reopened._store.path
-    assert temp.exists()
+    assert not temp.exists()  # unlinked while open: a killed run leaves no file behind
+    assert temp.parent.parent == tmp_path / "cache" and not list(temp.parent.glob("refsam-labels-*"))
+    reopened._store.promote(np.uint32)  # widened through a new file, which loses its name too
+    assert np.array_equal(reopened.labels, memory) and reopened.labels.dtype == np.uint32
+    assert not list(temp.parent.glob("*labels-*"))
     reopened.close()
-    assert not temp.exists()
     with pytest.raises(FileExistsError):
         make(labels_path=tmp_path / "labels.npy")
 

@@ -599,3 +599,78 @@ def test_the_logged_lr_is_the_largest_of_the_parts(tmp_path):
     with open(out / "train_log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["lr"]) for r in rows] == pytest.approx([1.5e-4, 3e-4])
+
+
+# ----------------------------------------------------------------------------- prompt rows
+def test_mask_boxes_jitter_and_clicks_follow_the_masks():
+    from src_model.train_clip import inside_clicks, jitter_boxes, mask_boxes
+    from src_model.video.objects import mask_box
+
+    rng = np.random.default_rng(0)
+    masks = torch.from_numpy(rng.random((6, 24, 40)) > 0.97)
+    masks[4] = False  # an empty mask has no box
+    masks[5] = False
+    masks[5, 23, 39] = True  # one pixel in the last row and column
+    boxes, has = mask_boxes(masks)
+    assert has.tolist() == [m.any() for m in masks.numpy()]
+    for box, present, mask in zip(boxes.tolist(), has, masks.numpy()):
+        assert box == mask_box(mask) if present else mask_box(mask) is None
+    generator = torch.Generator().manual_seed(1)
+    jittered = jitter_boxes(boxes[has], (24, 40), generator)
+    assert (jittered >= 0).all() and (jittered[:, 0::2] <= 39).all() and (jittered[:, 1::2] <= 23).all()
+    assert (jittered - boxes[has]).abs().max() <= 20 and not torch.equal(jittered, boxes[has])
+    clicks = inside_clicks(masks[has], generator, count=3)
+    assert clicks.shape == (int(has.sum()), 3, 2)
+    assert all(mask[int(y), int(x)] for row, mask in zip(clicks.tolist(), masks[has].numpy()) for x, y in row)
+
+
+def test_negative_clicks_land_next_to_the_object_never_on_it():
+    from src_model.train_clip import mask_boxes, outside_clicks
+
+    masks = torch.zeros(3, 40, 60, dtype=torch.bool)
+    masks[0, 10:20, 20:30] = True  # a square in the middle: negatives around it
+    masks[1, 5:15, 5:15] = True
+    masks[1, 8:12, 8:12] = False  # a ring: its hole counts as "next to it" too
+    masks[2] = True  # the object fills the frame: no place for a negative click
+    generator = torch.Generator().manual_seed(0)
+    boxes, _ = mask_boxes(masks)
+    for _ in range(20):
+        clicks, labels = outside_clicks(masks, generator)
+        assert clicks.shape == (3, 1, 2) and labels.tolist() == [[0], [0], [-1]]
+        for row in range(2):
+            x, y = (int(v) for v in clicks[row, 0].tolist())
+            x0, y0, x1, y1 = boxes[row].tolist()
+            assert not masks[row, y, x]
+            assert x0 - 8 <= x <= x1 + 8 and y0 - 8 <= y <= y1 + 8  # half of a 10 px side is < 8: 8 px
+
+
+def test_prompt_rows_train_the_box_and_click_embeddings_text_rows_do_not(tiny_model):
+    """box_prob=1: every row is a prompt object (anchor on frame 0, then mask + box + τ steps),
+    so the prompt encoder's box-corner / click embeddings get gradients; text rows never use them."""
+    from src_model.data.synthetic import generate_clip
+    from src_model.train_clip import TextCache, clip_forward
+
+    clip = generate_clip(7, num_frames=3, size=(64, 64), num_objects=3)
+    ids = [o for o in sorted(clip.objects) if (clip.labels[0] == o).any()]
+    masks = torch.stack([torch.from_numpy(clip.labels == o) for o in ids])
+    words, word_mask = TextCache(tiny_model.text_encoder)([clip.objects[o]["expressions"][0] for o in ids],
+                                                          tiny_model.device)
+    corners = tiny_model.sam.prompt_encoder.point_embeddings  # 0/1: negative/positive clicks, 2/3: box corners
+    def embeddings_used(box_prob: float, seed: int) -> list[bool]:
+        tiny_model.zero_grad()
+        for p in corners.parameters():
+            p.requires_grad_(True)
+        generator = torch.Generator().manual_seed(seed)
+        losses, logits = clip_forward(tiny_model, torch.from_numpy(clip.frames)[None], masks, words, word_mask,
+                                      0.5, 0.0, generator, clip_of_row=torch.zeros(len(ids), dtype=torch.long),
+                                      box_prob=box_prob)
+        losses["loss"].backward()
+        assert torch.isfinite(losses["loss"]) and logits.shape == masks.shape
+        return [e.weight.grad is not None and bool(e.weight.grad.abs().sum() > 0) for e in corners]
+
+    assert embeddings_used(0.0, 0) == [False] * 4
+    prompted = [embeddings_used(1.0, seed) for seed in range(10)]  # box, box + clicks or clicks per draw
+    assert all(used[1] or used[2] for used in prompted)
+    assert any(used[1] for used in prompted) and any(used[2] and used[3] for used in prompted)
+    assert any(used[0] for used in prompted)  # a negative click now and then
+    tiny_model.zero_grad()

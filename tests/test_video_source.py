@@ -196,6 +196,40 @@ def test_tiff_compressed_pages_are_read_per_frame(tmp_path):
     assert [np.array_equal(src[i], rgb[i]) for i in (5, 0, 3)] == [True] * 3
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_tiff_written_one_frame_at_a_time_is_every_frame(tmp_path, compression):
+    """tifffile's TiffWriter.write per frame stores one series per image: all are the video."""
+    import tifffile
+
+    rgb = np.random.default_rng(3).integers(0, 256, (7, 16, 24, 3), dtype=np.uint8)
+    deep = rgb[..., 0].astype(np.uint16) * 200
+    for name, stack in (("rgb.tif", rgb), ("deep.tif", deep)):
+        with tifffile.TiffWriter(tmp_path / name) as tif:
+            for frame in stack:
+                tif.write(frame, compression=compression)
+        assert len(tifffile.TiffFile(tmp_path / name).series) == 7  # the case this test is about
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # all are frames: nothing is left out
+            src = open_video(tmp_path / name)
+        assert src.raw_shape == stack.shape
+        assert [np.array_equal(src.get_raw(i), stack[i]) for i in (6, 0, 3)] == [True] * 3
+        src.close()
+
+
+def test_tiff_series_of_another_shape_after_the_frames_are_left_out_by_name(tmp_path):
+    import tifffile
+
+    grey = np.random.default_rng(4).integers(0, 256, (4, 16, 24), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as tif:
+        for frame in grey:
+            tif.write(frame)
+        tif.write(grey[0, :8, :12])  # e.g. a thumbnail
+        tif.write(grey[1])  # after the thumbnail: not joined to the frames before it
+    with pytest.warns(UserWarning, match="holds 6 image series; the first 4, one image each,.* the 2 after"):
+        src = open_video(tmp_path / "thumb.tif")
+    assert src.raw_shape == (4, 16, 24) and np.array_equal(src.get_raw(3), grey[3])
+
+
 def test_tiff_16bit_scaling(tmp_path):
     import tifffile
 

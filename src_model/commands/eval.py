@@ -11,6 +11,8 @@ HELP = "evaluate J, F, J&F per expression and per object; Ref-DAVIS17 protocol; 
 
 
 def add_arguments(parser) -> None:
+    from ..evaluate import PROMPTS
+
     parser.add_argument("--data", required=True, help="dataset folder (Ref-YouTube-VOS layout, or Ref-DAVIS17 with --davis)")
     parser.add_argument("--split", default=None, help="split inside --data (valid, train, ...)")
     parser.add_argument("--model", default="default", help="'default' (the bundled model) or a .safetensors path")
@@ -22,6 +24,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--interactive", type=int, default=0, metavar="K",
                         help="K rounds of 'replace the worst frame with its ground truth and re-propagate' "
                              "(at most as many as the longest video has frames: then every frame is corrected)")
+    parser.add_argument("--prompt", choices=list(PROMPTS), default="text",
+                        help="text: every expression (default); the others start every annotated object on "
+                             "its first visible frame, without words, from its ground-truth box, one click, "
+                             "three clicks, or a click plus a negative click on its nearest neighbour (the "
+                             "SAM prompt path of 'Add from prompts' and segment --box/--point)")
     parser.add_argument("--davis", action="store_true", help="Ref-DAVIS17 protocol (4 expression sets averaged)")
     parser.add_argument("--submission", default=None, metavar="OUT.zip",
                         help="also write a Ref-YouTube-VOS submission zip (Annotations/<video>/<exp_id>/<frame>.png)")
@@ -74,14 +81,16 @@ def run(args) -> int:
         raise ValueError(f"--interactive must be >= 0, got {args.interactive}")
     if args.max_videos is not None and args.max_videos < 1:
         raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
+    if args.prompt != "text" and (args.davis or args.submission):
+        raise ValueError(f"--prompt {args.prompt} scores objects, not expressions: not with --davis or --submission")
     _check_outputs(args)  # fail now, not after the whole evaluation
     model = load_refsam(args.model, sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder,
                         device=args.device, image_size=args.image_size)
     result = evaluate_dataset(model, args.data, args.split, davis=args.davis, interactive=args.interactive,
-                              submission=args.submission, max_videos=args.max_videos,
+                              submission=args.submission, max_videos=args.max_videos, prompt=args.prompt,
                               progress=not args.json and sys.stderr.isatty())
     result = {"model": str(args.model), "image_size": model.config.sam.image_size, "data": str(args.data),
-              "split": args.split, "interactive": args.interactive, **result}
+              "split": args.split, "prompt": args.prompt, "interactive": args.interactive, **result}
     # Only when asked for: the per-expression rows hold per-frame scores.
     text = json.dumps(_json_safe(result), indent=1, allow_nan=False) if args.json or args.output else None
     # The scores are printed before --output is written: a failed write must not lose them.
@@ -100,7 +109,8 @@ def run(args) -> int:
 
 
 def _print_scores(args, result: dict) -> None:
-    print(f"{result['num_videos']} videos, {result['num_expressions']} expressions scored")
+    scored = "expressions" if args.prompt == "text" else f"objects ({args.prompt} prompts)"
+    print(f"{result['num_videos']} videos, {result['num_expressions']} {scored} scored")
     if args.davis and "davis_sets" in result:
         for name, s in result["davis_sets"].items():
             print(f"  {name:<14} J {s['J']:.4f}  F {s['F']:.4f}  J&F {s['J&F']:.4f}")

@@ -52,6 +52,14 @@ class LabelStore:
         if self.path.suffix != ".npy":
             raise ValueError(f"labels_path must end in .npy, got {self.path.name!r}")
         self._open_file(create=True)
+        self._drop_temporary_name()
+
+    def _drop_temporary_name(self) -> None:
+        """A temporary file loses its name as soon as it is open (POSIX keeps an open, unlinked file
+        until it is closed): a killed process leaves no multi-GB file behind. (Windows cannot
+        unlink an open file; there it is deleted by ``close``.)"""
+        if self._temporary and os.name == "posix":
+            self.path.unlink(missing_ok=True)
 
     def _open_file(self, create: bool) -> None:
         if create:
@@ -94,8 +102,9 @@ class LabelStore:
         """The whole volume: the in-memory array, or a read-write np.memmap of the file."""
         if self._memory is not None:
             return self._memory
-        if self._view is None:
-            self._view = np.lib.format.open_memmap(self.path, mode="r+")
+        if self._view is None:  # mapped from the open file: a temporary one has no name any more
+            self._view = np.memmap(self._file, dtype=self.dtype, mode="r+", offset=self._offset,
+                                   shape=self.shape)
         return self._view
 
     @property
@@ -126,6 +135,7 @@ class LabelStore:
         os.replace(self.path, final)
         self.path = final
         self._open_file(create=False)
+        self._drop_temporary_name()
 
     def close(self) -> None:
         """Close the file; a temporary one is deleted."""

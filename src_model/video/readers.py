@@ -22,6 +22,7 @@ import numpy as np
 from src_model.errors import VideoReadError
 from src_model.video.pyav_reader import PyAVReader
 from src_model.video.recent_frames import RecentFrames
+from src_model.video.tiff_reader import TiffReader
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg")
 GIF_EXTENSIONS = (".gif",)
@@ -107,120 +108,6 @@ class SequenceReader:
 
     def close(self) -> None:
         self._frames = None
-
-
-# ------------------------------------------------------------------------------------ TIFF
-
-
-class TiffReader:
-    """TIFF stack (multi-page, ImageJ hyperstack, OME) read one frame at a time.
-
-    The time axis is the only non-spatial, non-channel axis longer than 1 (T, Z, I, Q, ...); a file
-    without one is a 1-frame video. The channel axis is S (samples, e.g. RGB) or else C. Uncompressed
-    contiguous data is memory-mapped; otherwise only the pages of the requested frame are decoded.
-    """
-
-    def __init__(self, path: Path):
-        import tifffile
-
-        self.path = path
-        self.name = path.stem
-        try:
-            self._tif = tifffile.TiffFile(path)
-        except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
-            raise VideoReadError(f"cannot read TIFF '{path}': {exc}") from exc
-        try:
-            self._setup(tifffile)
-        except Exception as exc:
-            self._tif.close()
-            if isinstance(exc, VideoReadError):
-                raise
-            raise VideoReadError(f"cannot read TIFF '{path}': {exc}") from exc
-
-    def _setup(self, tifffile) -> None:
-        if not self._tif.series:
-            raise VideoReadError(f"TIFF '{self.path}' has no frames (no image series)")
-        series = self._tif.series[0]
-        axes, shape = series.axes.upper(), tuple(series.shape)
-        if len(self._tif.series) > 1:  # e.g. pages of another size: they are not frames of this video
-            import warnings
-
-            warnings.warn(f"TIFF '{self.path}' holds {len(self._tif.series)} image series; only the first "
-                          f"(axes {axes}, shape {shape}) is read", stacklevel=2)
-        if "Y" not in axes or "X" not in axes:
-            raise VideoReadError(f"TIFF '{self.path}': axes {axes!r} have no Y and X")
-        channel = "S" if "S" in axes else ("C" if "C" in axes else None)
-        others = [a for a, n in zip(axes, shape) if a not in ("Y", "X", channel) and n > 1]
-        if len(others) > 1:
-            raise VideoReadError(
-                f"TIFF '{self.path}': axes {axes!r} with shape {shape} have several non-spatial "
-                f"axes longer than 1 ({', '.join(others)}); expected one time axis (T, Z or a page axis)")
-        self._axes, self._shape = axes, shape
-        self._time = axes.index(others[0]) if others else None
-        self.num_frames = shape[self._time] if others else 1
-        # Axes of one frame, in stored order, and the order (Y, X[, channel]) to return them in.
-        rest = [a for k, a in enumerate(axes) if k != self._time]
-        self._squeeze = tuple(k for k, a in enumerate(rest) if a not in ("Y", "X", channel))
-        kept = [a for k, a in enumerate(rest) if k not in self._squeeze]
-        self._order = tuple(kept.index(a) for a in ("Y", "X", channel) if a is not None)
-        height, width = shape[axes.index("Y")], shape[axes.index("X")]
-        channels = shape[axes.index(channel)] if channel else 1
-        self.frame_shape = (height, width) if channels == 1 else (height, width, channels)
-        self.dtype = np.dtype(series.dtype)
-        if self.dtype.kind not in "buif":  # complex or structured pixels are no image to show
-            raise VideoReadError(f"TIFF '{self.path}': pixels of type {self.dtype} are not an image "
-                                 "(expected integers, floats or bools)")
-        self._series = series
-        self._memmap = None
-        if series.dataoffset is not None:
-            try:  # uncompressed and contiguous: the OS pages in only what a frame touches
-                self._memmap = tifffile.memmap(self.path, series=0, mode="r").reshape(shape)
-            except Exception:
-                self._memmap = None
-        if self._memmap is None:
-            page_shape = tuple(series.keyframe.shape)
-            grid = shape[: len(shape) - len(page_shape)]
-            if shape[len(grid):] != page_shape or int(np.prod(grid)) != len(series.pages):
-                raise VideoReadError(
-                    f"TIFF '{self.path}': cannot map {len(series.pages)} pages of shape {page_shape} "
-                    f"onto series shape {shape} (axes {axes!r})")
-            self._grid = grid
-
-    def read(self, i: int) -> np.ndarray:
-        try:
-            block = self._read_block(i)
-        except VideoReadError:
-            raise
-        except Exception as exc:
-            raise VideoReadError(f"TIFF '{self.path}': cannot read frame {i}: {exc}") from exc
-        if self._squeeze:
-            block = block.reshape([n for k, n in enumerate(block.shape) if k not in self._squeeze])
-        block = np.transpose(block, self._order).reshape(self.frame_shape)
-        if not block.dtype.isnative:  # big-endian files: hand out native-order frames
-            block = block.astype(block.dtype.newbyteorder("="))
-        return block
-
-    def _read_block(self, i: int) -> np.ndarray:
-        """Frame ``i`` with all other axes still in stored order (time axis removed)."""
-        index = [slice(None)] * len(self._shape)
-        if self._time is not None:
-            index[self._time] = i
-        if self._memmap is not None:
-            return np.asarray(self._memmap[tuple(index)])
-        grid = self._grid
-        pages = np.arange(int(np.prod(grid))).reshape(grid)[tuple(index[: len(grid)])]
-        page_shape = self._shape[len(grid):]
-        out = np.empty(pages.shape + page_shape, self.dtype)
-        flat = out.reshape((-1,) + page_shape)
-        for k, page in enumerate(pages.ravel()):
-            flat[k] = self._series.pages[int(page)].asarray()
-        if self._time is not None and self._time >= len(grid):  # time inside a page (rare)
-            return out[(Ellipsis,) + tuple(index[len(grid):])]
-        return out
-
-    def close(self) -> None:
-        self._memmap = None
-        self._tif.close()
 
 
 # ------------------------------------------------------------------------------------ images (PIL)

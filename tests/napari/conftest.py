@@ -68,3 +68,15 @@ def own_settings_file(tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("settings")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_dialogs(monkeypatch):
+    """A modal question nobody answers would hang the run: fail the test instead (tests that
+    expect one patch QMessageBox.question themselves, after this)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError(f"unexpected modal dialog: {args[1:3]}")
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(unexpected))

@@ -68,9 +68,8 @@ def test_a_closed_dock_does_nothing_more_and_locks_its_layer(make_napari_viewer,
     assert texts(again.session) == ["the blue square"]
 
 
-def test_closing_the_dock_saves_an_in_memory_session_and_restore_brings_it_back(
-        make_napari_viewer, qtbot, clip, tiny_model, tmp_path, monkeypatch, notes):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def segment_in_memory_and_close(make_napari_viewer, qtbot, clip, tiny_model):
+    """A viewer whose in-memory clip was segmented in a dock that is then closed -> (viewer, labels)."""
     viewer = make_napari_viewer()
     viewer.add_image(clip.frames, name="sample clip", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
@@ -78,11 +77,22 @@ def test_closing_the_dock_saves_an_in_memory_session_and_restore_brings_it_back(
     segment(qtbot, widget)
     labels = np.array(widget.labels_layer.data)
     viewer.window.remove_dock_widget(widget)
+    return viewer, labels
+
+
+def test_closing_the_dock_saves_an_in_memory_session_and_restore_brings_it_back(
+        make_napari_viewer, qtbot, clip, tiny_model, tmp_path, monkeypatch, notes):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    viewer, labels = segment_in_memory_and_close(make_napari_viewer, qtbot, clip, tiny_model)
     (path,) = (tmp_path / "cache" / "napari-refsam" / "sessions").glob("sample_clip-*.refsam/session.npz")
     assert str(path) in notes.messages() and "Restore…" in notes.messages()
     assert saved_texts(path, tiny_model, clip.frames) == [TEXT]
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", False)  # offered again, declined: kept aside
     _, again = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
     again.set_model(tiny_model)
+    qtbot.wait(50)
+    assert not path.exists() and again.session is None
+    (path,) = path.parent.glob("session-*.npz")
     assert again.restore_saved_session(path)
     wait_idle(qtbot, again)
     assert texts(again.session) == [TEXT] and np.array_equal(again.session.labels, labels)
@@ -183,3 +193,51 @@ def test_removing_an_in_memory_video_during_a_run_saves_it_once(make_napari_view
     assert len(said) == 1, said
     path = said[0].split(" to ")[-1].split(" (Restore")[0]
     assert saved_texts(path, tiny_model, frames)[0] == TEXT
+
+
+def test_a_folder_typed_with_a_tilde_is_the_home_folder(make_napari_viewer, qtbot, mp4, tiny_model, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    widget.autosave_edit.setText("~/autosaves")
+    widget.autosave_edit.editingFinished.emit()
+    assert widget.autosave_edit.text() == str(tmp_path / "home" / "autosaves")
+    segment(qtbot, widget)
+    assert widget.autosave_file().is_file() and widget.autosave_file().is_relative_to(tmp_path / "home" / "autosaves")
+    assert not any((tmp_path / "cwd").iterdir())  # no folder named "~" where napari was started
+
+
+def test_moving_to_a_folder_keeps_the_old_autosave_aside(make_napari_viewer, qtbot, mp4, tiny_model, tmp_path):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget)
+    beside = mp4.parent / "clip.mp4.refsam"
+    assert (beside / "session.npz").is_file()
+    widget.autosave_edit.setText(str(tmp_path / "autosaves"))
+    widget.autosave_edit.editingFinished.emit()
+    wait_idle(qtbot, widget)
+    assert saved_texts(widget.autosave_file(), tiny_model, str(mp4)) == [TEXT]
+    # The file left next to the video is kept under a dated name: not offered later as the latest.
+    assert not (beside / "session.npz").exists() and len(list(beside.glob("session-*.npz"))) == 1
+
+
+def test_an_in_memory_session_is_offered_back_when_the_dock_opens_again(make_napari_viewer, qtbot, clip, tiny_model,
+                                                                        monkeypatch):
+    monkeypatch.setattr(RefSAMWidget, "auto_restore", True)
+    viewer, labels = segment_in_memory_and_close(make_napari_viewer, qtbot, clip, tiny_model)
+    _, again = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    again.set_model(tiny_model)
+    qtbot.waitUntil(lambda: again.session is not None, timeout=60_000)
+    wait_idle(qtbot, again)
+    assert texts(again.session) == [TEXT] and np.array_equal(again.labels_layer.data, labels)
+    assert len([layer for layer in viewer.layers if layer.name.startswith("RefSAM labels")]) == 1  # the same one
+
+
+def test_the_video_list_follows_renamed_layers(make_napari_viewer, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.layers["clip"].name = "left camera"
+    assert widget.layer_combo.currentText() == "left camera"

@@ -106,3 +106,35 @@ def test_an_image_added_during_the_first_run_does_not_take_the_dock(make_napari_
     assert widget.session is not None and widget.undo_button.isEnabled() and widget.labels_layer.editable
     segment(qtbot, widget, "the red circle")  # the next action adds to the same session
     assert sorted(widget.session.objects) == [1, 2]
+
+
+def test_a_box_drawn_round_an_object_segments_it_over_the_video_with_the_bundled_model(make_napari_viewer, qtbot,
+                                                                                       clip):
+    """The user's way, end to end: a rectangle drawn on the frame shown, Add from prompts, the
+    default model; the object's mask fills every frame it shows on."""
+    from src_model.weights import load_refsam
+
+    viewer = make_napari_viewer()
+    viewer.add_image(clip.frames, name="clip", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-refsam", "RefSAM")
+    widget.set_model(load_refsam("default", device="cpu"))
+    frame = 2
+    scores = []
+    for obj in sorted(clip.objects):
+        truth = clip.labels == obj
+        if not truth[frame].any():
+            continue
+        ys, xs = np.nonzero(truth[frame])
+        viewer.dims.set_current_step(0, frame)
+        # napari puts pixel edges at +-0.5: the rectangle a user drags round the object's pixels
+        viewer.add_shapes([box_at(frame, ys.min() - 0.5, xs.min() - 0.5, ys.max() + 0.5, xs.max() + 0.5)],
+                          shape_type="rectangle")
+        assert widget.add_from_prompts()
+        wait_idle(qtbot, widget)
+        (new,) = set(widget.session.objects) - {s[0] for s in scores}
+        predicted = np.asarray(widget.labels_layer.data) == new
+        shown = [t for t in range(len(truth)) if truth[t].any()]
+        scores.append((new, np.mean([(predicted[t] & truth[t]).sum() / (predicted[t] | truth[t]).sum()
+                                     for t in shown])))
+    # measured: J 0.99 and 1.0 (the text-only file bundled before: 0.06 and 0.0)
+    assert len(scores) == 2 and min(j for _, j in scores) >= 0.8, scores

@@ -133,3 +133,35 @@ def test_a_file_picked_before_a_model_is_loaded_still_keeps_the_autosave(make_na
         assert texts(kept) == ["the newest work"]
     with VideoSession.load(tiny_model, own, video=str(mp4)) as saved:
         assert texts(saved) == ["an old expression"]
+
+
+def test_a_failed_restore_onto_a_video_without_a_session_adds_no_layer(make_napari_viewer, qtbot, mp4, clip,
+                                                                       tiny_model, tmp_path, notes):
+    from src_model import VideoSession
+
+    other_size = tmp_path / "other.npz"
+    with VideoSession(tiny_model, clip.frames[:, :32]) as session:  # a video of another frame size
+        session.add_object(text=TEXT)
+        list(session.propagate())
+        session.save(other_size)
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    layers = [layer.name for layer in viewer.layers]
+    widget.restore_saved_session(other_size)
+    wait_idle(qtbot, widget)
+    assert "saved for a video of shape" in notes.messages()
+    assert [layer.name for layer in viewer.layers] == layers and widget.session is None
+
+
+def test_a_stroke_just_before_restore_stays_with_its_session(declined_then_new, qtbot, mp4, tiny_model):
+    from src_model import VideoSession
+    from refsam_napari_helpers import paint_square
+
+    viewer, widget, kept, _ = declined_then_new
+    paint_square(viewer, widget.labels_layer, 3, 5, centre=(20, 20), size=8)  # a new label: a new object
+    assert widget.restore_saved_session(kept)  # in the same turn of the event loop
+    wait_idle(qtbot, widget)
+    assert texts(widget.session) == [TEXT]  # the restored session got no stroke
+    (aside,) = [p for p in kept_aside(kept.parent) if p != kept]
+    with VideoSession.load(tiny_model, aside, video=str(mp4)) as before:
+        assert len(before.objects) == 2 and before.keyframes[2] == [3]  # the stroke, with its session

@@ -1,6 +1,8 @@
 """What the widget offers matches what it can do: buttons, a deleted labels layer, the restore offer."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -95,13 +97,19 @@ def test_the_status_says_what_happened(make_napari_viewer, qtbot, long_mp4, tiny
     wait_idle(qtbot, widget)
     assert widget.status.text().startswith("Cancelled")
 
+    pressed = threading.Event()
+
     def load_model(kwargs):
         yield ("status", "Loading model…")
+        # A load cannot stop half-way: it ends after Cancel was pressed, and its model is dropped.
+        # (Waiting here keeps the load from ending before the click, which would be no cancel.)
+        assert pressed.wait(10)
         return tiny_model
 
     monkeypatch.setattr(_jobs, "load_model", load_model)
     assert widget.load_model()
     widget.cancel()
+    pressed.set()
     wait_idle(qtbot, widget)
     assert widget.status.text() == "Cancelled."
     torch.manual_seed(3)
