@@ -1,5 +1,6 @@
 """SAM-style prompts from napari layers: rectangles (and ellipses, polygons: their bounding box) of
-a Shapes layer, clicks of a Points layer.
+a Shapes layer, clicks of a Points layer (negative ones where its ``positive`` feature is False,
+or its ``label`` feature 0: ``add_clicks_layer`` makes such a layer).
 
 Coordinates go layer data -> world -> video-layer data, so prompts line up with the video even
 when the layers have different scales or offsets. Only prompts on the given frame count (a 2-D
@@ -54,6 +55,35 @@ def _to_video_yx(layer, coords: np.ndarray, video_layer) -> np.ndarray:
 def _on_frame(tyx: np.ndarray, frame: int) -> bool:
     t = tyx[:, 0]
     return bool(np.all(np.isnan(t)) or np.all(np.round(t) == frame))
+
+
+CLICKS_LAYER = "RefSAM clicks"
+CLICK_COLOURS = {True: "limegreen", False: "red"}  # on the object / not on it
+
+
+def add_clicks_layer(viewer, video_layer, positive: bool = True):
+    """A Points layer for clicks over ``video_layer``, in add mode: each click lands on the frame
+    shown, green on the object, red off it (``set_click_sign`` picks which the next clicks are)."""
+    height, width = frame_size(video_layer)
+    ndim = video_layer.ndim
+    layer = viewer.add_points(
+        np.zeros((0, ndim)), ndim=ndim, name=CLICKS_LAYER, features={"positive": np.zeros(0, bool)},
+        face_color="positive", face_color_cycle=CLICK_COLOURS, border_color="white",
+        size=max(3.0, min(height, width) / 40), scale=video_layer.scale, translate=video_layer.translate)
+    set_click_sign([layer], positive)
+    layer.mode = "add"
+    return layer
+
+
+def set_click_sign(layers, positive: bool) -> None:
+    """Make the next clicks of every clicks layer (a Points layer with a ``positive`` feature)
+    positive or negative; clicks already made keep theirs."""
+    from napari.layers import Points
+
+    for layer in layers:
+        if isinstance(layer, Points) and "positive" in layer.features.columns:
+            defaults = layer.feature_defaults.iloc[0].to_dict() if len(layer.feature_defaults) else {}
+            layer.feature_defaults = {**defaults, "positive": bool(positive)}
 
 
 def _point_labels(layer, count: int) -> list[int]:

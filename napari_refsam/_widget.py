@@ -22,7 +22,7 @@ from ._lifetime import SessionLifetime
 from ._model_panel import ModelPanel
 from ._objects import ObjectTable, known_expressions
 from ._paint import PaintCorrections
-from ._prompts import collect_prompts, consume
+from ._prompts import add_clicks_layer, collect_prompts, consume, set_click_sign
 from ._restore import AUTOSAVE_SETTING, SessionRestore, settings
 from ._reader import SOURCE_KEY
 from ._session_view import LABELS_NAME, SessionView, describe_error
@@ -77,6 +77,13 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         self.prompts_button.setToolTip("One object per rectangle (Shapes layer) / set of clicks (Points layer) "
                                        "on this frame")
         self.prompts_button.clicked.connect(lambda: self.add_from_prompts())
+        self.clicks_button = QPushButton("New clicks layer")
+        self.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts)")
+        self.clicks_button.clicked.connect(lambda: self.add_clicks_layer())
+        self.negative_clicks = QCheckBox("Negative clicks (not the object)")
+        self.negative_clicks.setToolTip("Clicks made from now on in the clicks layers mark what is not the object "
+                                        "(red); untick for clicks on it (green)")
+        self.negative_clicks.toggled.connect(lambda on: set_click_sign(self.viewer.layers, not on))
         self.repropagate_button = QPushButton("Re-propagate from this frame")
         self.repropagate_button.clicked.connect(lambda: self.repropagate())
         self.undo_button = QPushButton("Undo")
@@ -103,12 +110,14 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         grid.addWidget(self.undo_button, 3, 0)
         grid.addWidget(self.cancel_button, 3, 1)
         grid.addWidget(self.export_button, 3, 2)
-        grid.addWidget(self.auto_repropagate, 4, 0, 1, 3)
+        grid.addWidget(self.clicks_button, 4, 0)
+        grid.addWidget(self.negative_clicks, 4, 1, 1, 2)
+        grid.addWidget(self.auto_repropagate, 5, 0, 1, 3)
         self.objects = ObjectTable()
         self.objects.itemSelectionChanged.connect(self._refresh_buttons)
-        grid.addWidget(self.objects, 5, 0, 1, 3)
+        grid.addWidget(self.objects, 6, 0, 1, 3)
         self.frame_label = QLabel("")
-        grid.addWidget(self.frame_label, 6, 0, 1, 3)
+        grid.addWidget(self.frame_label, 7, 0, 1, 3)
 
         self.autosave_edit = QLineEdit()
         self.autosave_edit.setPlaceholderText("next to the video")
@@ -362,6 +371,14 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         return self._start("adding prompt objects", lambda token: _jobs.add_prompts(
             session, model, video, frame, prompts, token, direction, save_to),
             on_end=lambda result: consume(prompts[:len(result.objects)]))
+
+    def add_clicks_layer(self):
+        """A clicks layer over the selected video, selected and in add mode (None without a video)."""
+        video = self.selected_layer()
+        if video is None:
+            show_warning("RefSAM: open a video first (File → Open, or the sample data).")
+            return None
+        return add_clicks_layer(self.viewer, video, positive=not self.negative_clicks.isChecked())
 
     def repropagate(self, frame: int | None = None) -> bool:
         if self.session is None:

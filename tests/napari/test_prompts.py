@@ -138,3 +138,39 @@ def test_a_box_drawn_round_an_object_segments_it_over_the_video_with_the_bundled
                                      for t in shown])))
     # measured: J 0.99 and 1.0 (the text-only file bundled before: 0.06 and 0.0)
     assert len(scores) == 2 and min(j for _, j in scores) >= 0.8, scores
+
+
+def test_the_clicks_layer_makes_clicks_on_and_off_the_object(make_napari_viewer, qtbot, mp4, tiny_model):
+    """New clicks layer: over the video, in add mode; "Negative clicks" makes the next clicks
+    negative (red) and leaves the earlier ones as they were; Add from prompts sends both kinds."""
+    from napari_refsam._prompts import collect_prompts
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    video = widget.selected_layer()
+    viewer.dims.set_current_step(0, 3)
+    assert widget.add_clicks_layer() is not None
+    layer = viewer.layers.selection.active  # (the widget holds the viewer through napari's plugin proxy)
+    assert layer.name == "RefSAM clicks" and layer.mode == "add"
+    assert layer.ndim == video.ndim and np.allclose(layer.scale, video.scale)
+    layer.add([[3, 40, 10]])  # what a left click in add mode does on frame 3
+    widget.negative_clicks.setChecked(True)
+    layer.add([[3, 40, 30]])
+    assert layer.features["positive"].tolist() == [True, False]
+    green, red = layer.face_color[:, :3].tolist()
+    assert green[1] > green[0] and red[0] > red[1]  # limegreen, red
+    (prompt,), skipped = collect_prompts(viewer.layers, video, 3)
+    assert prompt.points == [(10.0, 40.0), (30.0, 40.0)] and prompt.labels == [1, 0] and not skipped
+    widget.add_clicks_layer()  # made while negative clicks are on: negative from the start
+    second = viewer.layers.selection.active
+    assert second is not layer
+    second.add([[3, 5, 5]])
+    assert second.features["positive"].tolist() == [False]
+    widget.negative_clicks.setChecked(False)
+    layer.add([[3, 50, 10]])
+    assert layer.features["positive"].tolist() == [True, False, True]
+    viewer.layers.remove(second)
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    (obj,) = widget.session.objects.values()
+    assert obj["prompt"]["labels"] == [1, 0, 1] and len(layer.data) == 0
