@@ -8,27 +8,24 @@ module holds the controls and the public actions, which scripts and tests call d
 """
 from __future__ import annotations
 
-
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QCompleter, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
-)
+from qtpy.QtWidgets import QCompleter, QWidget
 
 from . import _jobs
+from ._controls import build_controls
 from ._dataset_export import DatasetExport
 from ._lifetime import SessionLifetime
-from ._model_panel import ModelPanel
-from ._objects import ObjectTable, known_expressions
+from ._objects import known_expressions
 from ._paint import PaintCorrections
-from ._prompts import add_clicks_layer, collect_prompts, consume, set_click_sign
-from ._restore import AUTOSAVE_SETTING, SessionRestore, settings
+from ._prompts import add_clicks_layer, collect_prompts, consume
+from ._restore import SessionRestore
 from ._reader import SOURCE_KEY
 from ._session_view import LABELS_NAME, SessionView, describe_error
 
 __all__ = ["RefSAMWidget", "LABELS_NAME", "describe_error"]
-DIRECTIONS = ("both", "forward", "backward")
+
+
 class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExport, SessionView, QWidget):
     # None: ask with a dialog when a video has an autosave; True / False: answer without asking.
     auto_restore: bool | None = None
@@ -60,106 +57,20 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
 
     # ------------------------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        self.layer_combo = QComboBox()
-        self.layer_combo.currentIndexChanged.connect(self._on_video_changed)
-        self.layer_combo.currentIndexChanged.connect(self._offer_expressions)
-        self.model_panel = ModelPanel()
-        self.model_panel.load_requested.connect(self.load_model)
-
-        self.expression = QLineEdit()
-        self.expression.setPlaceholderText("describe the object, e.g. “the red ball”")
-        self.expression.returnPressed.connect(lambda: self.segment())
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.clicked.connect(lambda: self.segment())
-        self.direction = QComboBox()
-        self.direction.addItems(DIRECTIONS)
-        self.prompts_button = QPushButton("Add from prompts")
-        self.prompts_button.setToolTip("One object per rectangle (Shapes layer) / set of clicks (Points layer) "
-                                       "on this frame")
-        self.prompts_button.clicked.connect(lambda: self.add_from_prompts())
-        self.clicks_button = QPushButton("New clicks layer")
-        self.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts)")
-        self.clicks_button.clicked.connect(lambda: self.add_clicks_layer())
-        self.negative_clicks = QCheckBox("Negative clicks (not the object)")
-        self.negative_clicks.setToolTip("Clicks made from now on in the clicks layers mark what is not the object "
-                                        "(red); untick for clicks on it (green)")
-        self.negative_clicks.toggled.connect(lambda on: set_click_sign(self.viewer.layers, not on))
-        self.repropagate_button = QPushButton("Re-propagate from this frame")
-        self.repropagate_button.clicked.connect(lambda: self.repropagate())
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.clicked.connect(lambda: self.undo())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(lambda: self.cancel())
-        self.remove_button = QPushButton("Remove object")
-        self.remove_button.clicked.connect(lambda: self.remove_object())
-        self.auto_repropagate = QCheckBox("Re-propagate after each paint stroke")
-        self.export_button = QPushButton("Export dataset…")
-        self.export_button.setToolTip("Add this video, its labels and expressions to a Ref-YouTube-VOS-style "
-                                      "dataset folder (for refsam train / eval)")
-        self.export_button.clicked.connect(lambda: self.export_dataset())
-
-        objects = QGroupBox("Objects")
-        grid = QGridLayout(objects)
-        grid.addWidget(self.expression, 0, 0, 1, 2)
-        grid.addWidget(self.segment_button, 0, 2)
-        grid.addWidget(QLabel("Direction"), 1, 0)
-        grid.addWidget(self.direction, 1, 1)
-        grid.addWidget(self.prompts_button, 1, 2)
-        grid.addWidget(self.repropagate_button, 2, 0, 1, 2)
-        grid.addWidget(self.remove_button, 2, 2)
-        grid.addWidget(self.undo_button, 3, 0)
-        grid.addWidget(self.cancel_button, 3, 1)
-        grid.addWidget(self.export_button, 3, 2)
-        grid.addWidget(self.clicks_button, 4, 0)
-        grid.addWidget(self.negative_clicks, 4, 1, 1, 2)
-        grid.addWidget(self.auto_repropagate, 5, 0, 1, 3)
-        self.objects = ObjectTable()
-        self.objects.itemSelectionChanged.connect(self._refresh_buttons)
-        grid.addWidget(self.objects, 6, 0, 1, 3)
-        self.frame_label = QLabel("")
-        grid.addWidget(self.frame_label, 7, 0, 1, 3)
-
-        self.autosave_edit = QLineEdit()
-        self.autosave_edit.setPlaceholderText("next to the video")
-        self.autosave_edit.setText(str(settings().value(AUTOSAVE_SETTING, "") or ""))
-        self.autosave_edit.editingFinished.connect(self._remember_autosave_dir)
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(self._choose_autosave_dir)
-        self.restore_button = QPushButton("Restore…")
-        self.restore_button.setToolTip("Restore a saved session file (an earlier one kept under a dated name, "
-                                       "say) onto this video; its current session is kept aside")
-        self.restore_button.clicked.connect(lambda: self.restore_saved_session())
-        autosave_row = QHBoxLayout()
-        autosave_row.addWidget(self.autosave_edit)
-        autosave_row.addWidget(browse)
-        autosave_row.addWidget(self.restore_button)
-
-        self.progress = QProgressBar()
-        self.status = QLabel("Load a model, pick a video, type an expression.")
-        self.status.setWordWrap(True)
-        top = QFormLayout()
-        top.addRow("Video", self.layer_combo)
-        top.addRow("Autosave to", autosave_row)
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.model_panel)
-        layout.addWidget(objects)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        build_controls(self)
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
         """Enable what can act now: nothing but Cancel while a job runs; otherwise re-propagate and
         undo only with something to act on, remove only with an object selected."""
         session = self.session
+        has_objects = session is not None and bool(session.objects)
+        picked = session is not None and self.objects.selected_object() is not None
         for button, usable in ((self.segment_button, True), (self.prompts_button, True),
                                (self.model_panel.load_button, True), (self.restore_button, True),
-                               (self.repropagate_button, session is not None and bool(session.objects)),
+                               (self.repropagate_button, has_objects), (self.export_button, has_objects),
                                (self.undo_button, session is not None and session.can_undo),
-                               (self.export_button, session is not None and bool(session.objects)),
-                               (self.remove_button, session is not None and self.objects.selected_object() is not None)):
+                               (self.remove_button, picked)):
             button.setEnabled(usable and not busy)
         self.cancel_button.setEnabled(busy)
 

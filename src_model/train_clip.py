@@ -8,9 +8,10 @@ re-initialisation of τ. The rest is text only, as in the paper.
 
 Prompt rows (``box_prob``): a row is, with that probability, a SAM-prompt object instead - what
 "Add from prompts" makes: frame 0 is decoded from a jittered box of its mask and/or clicks (1-3
-inside it, sometimes a negative one next to it), without text or τ (the engine's *anchor*); a later frame is an anchor again with
-probability ``anchor_prob``, else decoded from the previous frame's mask, perturbed, as mask
-prompt, that mask's box and τ (the engine's *step* for prompt objects). Without prompt rows the
+inside it, sometimes a negative one next to it), without text or τ (the engine's *anchor*); a
+later frame is an anchor again with probability ``anchor_prob``, else decoded from the previous
+frame's mask, perturbed, as mask prompt, that mask's box and τ (the engine's *step* for prompt
+objects). Without prompt rows the
 prompt encoder's box and point embeddings are never trained.
 """
 from __future__ import annotations
@@ -140,7 +141,8 @@ def outside_clicks(masks: torch.Tensor, generator: torch.Generator) -> tuple[tor
     x0, y0, x1, y1 = (boxes + margin.to(boxes.device)).unbind(1)
     xs = torch.arange(width, device=masks.device).view(1, 1, width)
     ys = torch.arange(height, device=masks.device).view(1, height, 1)
-    near = (xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1)) & (ys >= y0.view(-1, 1, 1)) & (ys <= y1.view(-1, 1, 1))
+    inside = lambda v, low, high: (v >= low.view(-1, 1, 1)) & (v <= high.view(-1, 1, 1))  # noqa: E731
+    near = inside(xs, x0, x1) & inside(ys, y0, y1)
     candidates = (near & ~masks).flatten(1).float().cpu()
     index = torch.multinomial(candidates + 1e-12, 1, generator=generator)[:, 0]
     labels = torch.where(candidates.sum(1) > 0, 0, -1).view(b, 1).to(masks.device)
