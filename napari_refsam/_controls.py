@@ -37,9 +37,9 @@ def build_controls(widget) -> None:
     widget.clicks_button = QPushButton("New clicks layer")
     widget.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts)")
     widget.clicks_button.clicked.connect(lambda: widget.add_clicks_layer())
-    widget.negative_clicks = QCheckBox("Negative clicks (not the object)")
+    widget.negative_clicks = QCheckBox("Negative clicks (N)")
     widget.negative_clicks.setToolTip("Clicks made from now on in the clicks layers mark what is not the object "
-                                      "(red); untick for clicks on it (green)")
+                                      "(red); untick for clicks on it (green). N in a clicks layer switches.")
     widget.negative_clicks.toggled.connect(lambda on: set_click_sign(widget.viewer.layers, not on))
     widget.repropagate_button = QPushButton("Re-propagate from this frame")
     widget.repropagate_button.clicked.connect(lambda: widget.repropagate())

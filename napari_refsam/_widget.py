@@ -284,12 +284,15 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
             on_end=lambda result: consume(prompts[:len(result.objects)]))
 
     def add_clicks_layer(self):
-        """A clicks layer over the selected video, selected and in add mode (None without a video)."""
+        """A clicks layer over the selected video, selected and in add mode (None without a video);
+        N in it switches Negative clicks on and off."""
         video = self.selected_layer()
         if video is None:
             show_warning("RefSAM: open a video first (File → Open, or the sample data).")
             return None
-        return add_clicks_layer(self.viewer, video, positive=not self.negative_clicks.isChecked())
+        layer = add_clicks_layer(self.viewer, video, positive=not self.negative_clicks.isChecked())
+        layer.bind_key("n", lambda _layer: self.negative_clicks.toggle(), overwrite=True)
+        return layer
 
     def repropagate(self, frame: int | None = None) -> bool:
         if self.session is None:

@@ -166,7 +166,10 @@ def test_the_clicks_layer_makes_clicks_on_and_off_the_object(make_napari_viewer,
     assert second is not layer
     second.add([[3, 5, 5]])
     assert second.features["positive"].tolist() == [False]
-    widget.negative_clicks.setChecked(False)
+    from napari.utils.key_bindings import KeyBinding
+
+    layer.keymap[KeyBinding.from_str("N")](layer)  # the N key in the clicks layer: back to positive
+    assert not widget.negative_clicks.isChecked()
     layer.add([[3, 50, 10]])
     assert layer.features["positive"].tolist() == [True, False, True]
     viewer.layers.remove(second)
