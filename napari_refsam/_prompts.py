@@ -140,6 +140,9 @@ def collect_prompts(layers, video_layer, frame: int) -> tuple[list[Prompt], list
                 target.sources.append((layer, np.array(coords)))
     if loose.points and any(lab == 1 for lab in loose.labels):
         boxes.append(loose)
+    elif loose.points:  # only "not the object" clicks outside every box: nothing says what the object is
+        skipped.append(f"{len(loose.points)} negative click(s) outside any box, with no positive click "
+                       "to go with them (add a green click on the object, or draw a box round it)")
     return boxes, skipped
 
 

@@ -46,6 +46,19 @@ def test_an_empty_or_outside_box_is_left_out_and_nothing_half_added(make_napari_
     assert "empty, or outside the 96x64 frame" in notes.messages() and widget.session is None
 
 
+def test_negative_clicks_alone_are_said_to_make_no_object(make_napari_viewer, qtbot, mp4, tiny_model, notes):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    widget.negative_clicks.setChecked(True)
+    widget.add_clicks_layer()
+    clicks = viewer.layers.selection.active
+    clicks.add([[2, 20, 20], [2, 30, 30]])
+    assert not widget.add_from_prompts()
+    assert "2 negative click(s) outside any box, with no positive click" in notes.messages()
+    assert widget.session is None and len(clicks.data) == 2  # nothing added, the clicks are kept
+
+
 def test_prompts_edited_during_the_run_leave_the_users_other_prompts_alone(make_napari_viewer, qtbot, mp4,
                                                                            tiny_model):
     viewer = make_napari_viewer()
