@@ -112,7 +112,8 @@ def _prompt_object(session, frame: int, prompt) -> dict:
     if prompt.box is not None:
         kwargs["box"] = tuple(check_box(prompt.box, height, width))
     if prompt.points:
-        kwargs["points"], kwargs["labels"] = check_points(prompt.points, prompt.labels, height, width)
+        kwargs["points"], kwargs["labels"] = check_points(prompt.points, prompt.labels, height, width,
+                                                          prompt.box is not None)
     return kwargs
 
 

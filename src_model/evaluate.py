@@ -16,11 +16,11 @@ re-propagate from it; J, F, J&F are reported after every round. A video has no f
 correct after as many rounds as it has frames: its last scores count in later rounds, and the
 dataset's rounds stop at the longest video's frame count.
 
-Prompt objects (``prompt="box"`` / ``"click"`` / ``"clicks"`` / ``"click-neg"``): instead of
-expressions, every annotated object is started from its ground-truth box (or one click, three
-clicks, a click and a negative click on a neighbour: ``prompt_from_mask``) on the first frame it
-shows, with no words, and propagated both ways - the SAM prompt path - then scored and corrected
-the same way.
+Prompt objects (``prompt="box"`` / ``"click"`` / ``"clicks"`` / ``"click-neg"`` / ``"box-neg"``):
+instead of expressions, every annotated object is started from its ground-truth box (or one
+click, three clicks, a click and a negative click on a neighbour, a box and a negative click in
+it: ``prompt_from_mask``) on the first frame it shows, with no words, and propagated both
+ways - the SAM prompt path - then scored and corrected the same way.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: 
     return _propagate_and_score(session, session.add_object(text=text), gt, interactive)
 
 
-PROMPTS = ("text", "box", "click", "clicks", "click-neg")
+PROMPTS = ("text", "box", "click", "clicks", "click-neg", "box-neg")
 
 
 def _nearest(ys: np.ndarray, xs: np.ndarray, y: float, x: float) -> tuple[int, int]:
@@ -89,12 +89,25 @@ def prompt_from_mask(mask: np.ndarray, kind: str, others: np.ndarray | None = No
     pixel nearest the half's centre: three positive clicks;
     "click-neg": the centre click and a negative one where a user keeps a neighbour out: on the
     pixel of another object (``others`` (H, W) bool) nearest the centre or, with none in the
-    frame, on the nearest background pixel 3 px or more off the object.
+    frame, on the nearest background pixel 3 px or more off the object;
+    "box-neg": the box and, where the box holds something else, a negative click on it: the pixel
+    of another object in the box nearest the centre or, with none, the nearest background pixel
+    in the box 2 px or more off the object (a ring's hole); none for a box the object fills.
     """
     ys, xs = np.nonzero(mask)
-    if kind == "box":
-        return {"box": (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))}
     cy, cx = ys.mean(), xs.mean()
+    if kind in ("box", "box-neg"):
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+        prompt = {"box": (x0, y0, x1, y1)}
+        if kind == "box-neg":
+            inside = np.zeros_like(mask)
+            inside[y0: y1 + 1, x0: x1 + 1] = True
+            neighbour = inside & others if others is not None else inside & False
+            away = neighbour if neighbour.any() else inside & ~_grown(mask, 2)
+            if away.any():
+                oy, ox = np.nonzero(away)
+                prompt.update(points=[_nearest(oy, ox, cy, cx)], labels=[0])
+        return prompt
     points, labels = [_nearest(ys, xs, cy, cx)], [1]
     if kind == "clicks":
         along_x = np.ptp(xs) >= np.ptp(ys)
@@ -193,9 +206,9 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
                      prompt: str = "text") -> dict:
     """Evaluate ``model`` on a dataset folder; see the module docstring for the protocol.
 
-    prompt: "text" (every expression), or "box" / "click" / "clicks" / "click-neg": every annotated
-    object started from that prompt (``prompt_from_mask``) on its first visible frame, without words (the SAM prompt
-    path; its rows are objects, named "box @ frame t").
+    prompt: "text" (every expression), or one of the other ``PROMPTS``: every annotated object
+    started from that prompt (``prompt_from_mask``) on its first visible frame, without words (the
+    SAM prompt path; its rows are objects, named "<prompt> @ frame t").
 
     Returns {"J", "F", "J&F" (text only), "rounds": [{"round", "J", "F", "J&F"}] (0 = text only),
     "num_videos", "num_expressions", "per_expression": [...], "per_object": [...],

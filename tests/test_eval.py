@@ -90,7 +90,22 @@ def test_three_clicks_sit_on_the_mask_in_both_halves_and_a_negative_click_on_the
     assert not bar[max(0, ny - 2): ny + 3, max(0, nx - 2): nx + 3].any() and abs(ny - 9.5) <= 6
 
 
-@pytest.mark.parametrize("prompt", ["box", "click", "clicks", "click-neg"])
+def test_a_negative_click_in_the_box_goes_on_what_else_the_box_holds():
+    ring = np.zeros((30, 30), bool)
+    ring[5:25, 5:25] = True
+    ring[10:20, 10:20] = False
+    box = (5, 5, 24, 24)
+    assert prompt_from_mask(ring, "box-neg") == {"box": box, "points": [(14, 14)], "labels": [0]}  # the hole
+    neighbour = np.zeros_like(ring)
+    neighbour[12:14, 16:18] = True  # something in the hole, and something outside the box
+    neighbour[0:3, 0:3] = True
+    assert prompt_from_mask(ring, "box-neg", neighbour) == {"box": box, "points": [(16, 13)], "labels": [0]}
+    square = np.zeros_like(ring)
+    square[5:25, 5:25] = True  # fills its box, the neighbour outside it: no negative click
+    assert prompt_from_mask(square, "box-neg", neighbour & ~square) == {"box": box}
+
+
+@pytest.mark.parametrize("prompt", ["box", "click", "clicks", "click-neg", "box-neg"])
 def test_prompted_objects_are_scored_one_row_per_object_from_their_first_frame(tiny_model, small_split, prompt):
     from src_model.data.ytvos import read_dataset
 

@@ -393,6 +393,17 @@ def test_plain_sam_weights_box_objects_follow_the_previous_mask(make, text_encod
             assert torch.allclose(call["boxes"][row], box)
 
 
+def test_a_box_with_only_negative_clicks_is_an_object(make, spy, tiny_model):
+    """SAM's "this box, but not that": a red click inside a rectangle reaches the decoder with the box."""
+    s = make(cache_dir=None)
+    calls = spy(tiny_model)
+    obj = s.add_object(frame=0, box=(10, 10, 70, 50), points=[(40, 30)], labels=[0])
+    assert s.objects[obj]["prompt"]["labels"] == [0]
+    list(s.propagate(direction="forward"))
+    anchor = calls[0]
+    assert anchor["boxes"] is not None and anchor["points"][1].tolist() == [[0]]
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input_raises_and_leaves_the_session_usable(make):
     s = make()
@@ -405,6 +416,8 @@ def test_bad_input_raises_and_leaves_the_session_usable(make):
         (PromptError, "need frame", lambda: s.add_object(box=(1, 1, 5, 5))),
         (PromptError, "outside", lambda: s.add_object(frame=1, points=[(500, 5)])),
         (PromptError, "0/1", lambda: s.add_object(frame=1, points=[(5, 5)], labels=[2])),
+        (PromptError, "without a box need at least one positive", lambda: s.add_object(frame=1, points=[(5, 5)],
+                                                                                     labels=[0])),
         (PromptError, "empty", lambda: s.add_object(frame=1, mask=np.zeros((H, W), bool))),
         (PromptError, "shape", lambda: s.add_object(frame=1, mask=np.ones((H, W + 1), bool))),
         (TextInputError, "empty", lambda: s.add_object(text="   ")),

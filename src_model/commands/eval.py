@@ -27,8 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt", choices=list(PROMPTS), default="text",
                         help="text: every expression (default); the others start every annotated object on "
                              "its first visible frame, without words, from its ground-truth box, one click, "
-                             "three clicks, or a click plus a negative click on its nearest neighbour (the "
-                             "SAM prompt path of 'Add from prompts' and segment --box)")
+                             "three clicks, a click plus a negative click on its nearest neighbour, or its box "
+                             "plus a negative click on what else the box holds (the SAM prompt path of 'Add "
+                             "from prompts' and segment --box)")
     parser.add_argument("--davis", action="store_true", help="Ref-DAVIS17 protocol (4 expression sets averaged)")
     parser.add_argument("--submission", default=None, metavar="OUT.zip",
                         help="also write a Ref-YouTube-VOS submission zip (Annotations/<video>/<exp_id>/<frame>.png)")

@@ -105,8 +105,10 @@ def check_box(box, height: int, width: int) -> list[float]:
     return list(clipped)
 
 
-def check_points(points, labels, height: int, width: int) -> tuple[list, list]:
-    """[(x, y), ...] inside the frame and labels (1 = object, 0 = background; default all 1)."""
+def check_points(points, labels, height: int, width: int, with_box: bool = False) -> tuple[list, list]:
+    """[(x, y), ...] inside the frame and labels (1 = object, 0 = background; default all 1).
+    Without a box at least one point must be positive: negative points alone say only what the
+    object is not; with a box they may all be negative (SAM's "this box, but not that")."""
     arr = _numbers(points, "points")
     if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0:
         raise PromptError(f"points must be a non-empty list of (x, y), got shape {arr.shape}")
@@ -115,8 +117,8 @@ def check_points(points, labels, height: int, width: int) -> tuple[list, list]:
     lab = np.ones(len(arr), np.int64) if labels is None else _numbers(labels, "labels").astype(np.int64)
     if lab.shape != (len(arr),) or not np.isin(lab, (0, 1)).all():
         raise PromptError(f"labels must be one 0/1 value per point ({len(arr)}), got {labels!r}")
-    if not (lab == 1).any():
-        raise PromptError("points need at least one positive point (label 1)")
+    if not with_box and not (lab == 1).any():
+        raise PromptError("points without a box need at least one positive point (label 1)")
     return arr.tolist(), lab.tolist()
 
 
@@ -165,7 +167,7 @@ def check_add_arguments(text, frame, box, points, labels, mask, num_frames: int,
     prompt = None
     if has_prompt:
         prompt = {"frame": frame, "box": None if box is None else check_box(box, height, width)}
-        prompt["points"], prompt["labels"] = (check_points(points, labels, height, width)
+        prompt["points"], prompt["labels"] = (check_points(points, labels, height, width, box is not None)
                                               if points is not None else (None, None))
     first_mask = None if mask is None else check_mask(mask, height, width, allow_empty=False)
     if text is not None:

@@ -59,6 +59,20 @@ def test_negative_clicks_alone_are_said_to_make_no_object(make_napari_viewer, qt
     assert widget.session is None and len(clicks.data) == 2  # nothing added, the clicks are kept
 
 
+def test_a_negative_click_inside_a_rectangle_refines_that_box(make_napari_viewer, qtbot, mp4, tiny_model):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([box_at(2, 10, 10, 40, 60)], shape_type="rectangle")
+    widget.negative_clicks.setChecked(True)
+    widget.add_clicks_layer()
+    viewer.layers.selection.active.add([[2, 25, 30]])
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    (obj,) = widget.session.objects.values()
+    assert obj["prompt"]["box"] is not None and obj["prompt"]["labels"] == [0]
+
+
 def test_prompts_edited_during_the_run_leave_the_users_other_prompts_alone(make_napari_viewer, qtbot, mp4,
                                                                            tiny_model):
     viewer = make_napari_viewer()
