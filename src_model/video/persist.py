@@ -5,7 +5,9 @@ objects with their expressions and prompts), ``labels.npy`` (streamed one frame 
 long memmapped volume is never loaded whole), ``keyframes/<obj>/<frame>.npy`` (bool masks) and
 ``state/<obj>/{track,known,cond}.npy`` (the per-frame chain state that lets a run resume exactly).
 The chain state is only restored for the same model weights; with other weights it is dropped
-(runs then restart their chains from keyframes, anchors, or frame 0).
+(runs then restart their chains from keyframes, anchors, or frame 0). ``history/...`` holds the
+undo steps (``persist_history``), so a restored session can undo what came before the save;
+files written before it existed restore with an empty undo history.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import DatasetFormatError, VideoReadError
 from .objects import PROMPT, VideoObject, check_mask
+from .persist_history import read_history, write_history
 
 FORMAT = "napari-refsam session"
 FORMAT_VERSION = 1
@@ -62,6 +65,7 @@ def save_session(session, path) -> Path:
                     archive.writestr(f"keyframes/{o.id}/{t}.npy", _npy(np.asarray(mask)))
                 for name in ("track", "known", "cond"):
                     archive.writestr(f"state/{o.id}/{name}.npy", _npy(getattr(o, name)))
+            write_history(archive, session, _npy)
     return path
 
 
@@ -179,3 +183,4 @@ def _restore(session, meta: dict, archive: zipfile.ZipFile, path: Path, same_vid
             if len(data) != size:
                 raise DatasetFormatError(f"{path}: labels.npy is truncated at frame {t}")
             store.write(t, np.frombuffer(data, dtype).reshape(shape[1:]))
+    read_history(archive, session, lambda name: _read_npy(archive, name, path), same_model)
