@@ -114,3 +114,29 @@ def test_a_file_without_history_restores_with_nothing_to_undo(tiny_model, video,
     finally:
         s.close()
         loaded.close()
+
+
+def test_a_history_the_model_cannot_take_is_dropped_with_a_warning_the_session_is_restored(tiny_model,
+                                                                                             text_encoder, video,
+                                                                                             tmp_path):
+    """A removed text object lives only in the history; plain SAM weights cannot encode its words:
+    the session (a box object) is restored all the same, with nothing to undo, and says why."""
+    from src_model.weights import load_refsam
+
+    s = VideoSession(tiny_model, video)
+    a = s.add_object(text="the red circle")
+    s.add_object(frame=2, box=(10, 10, 40, 30))
+    list(s.propagate())
+    s.remove_object(a)
+    path = s.save(tmp_path / "s.refsam")
+    torch.manual_seed(1)
+    plain = load_refsam(None, preset="tiny", text_encoder=text_encoder, device="cpu")
+    plain.heads_trained = False
+    with pytest.warns(UserWarning, match="undo history was not restored .*trained RefSAM weights"):
+        loaded = VideoSession.load(plain, path, video=video)
+    try:
+        assert np.array_equal(np.asarray(loaded.labels), np.asarray(s.labels)) and sorted(loaded.objects) == [2]
+        assert not loaded.can_undo
+    finally:
+        s.close()
+        loaded.close()

@@ -183,4 +183,13 @@ def _restore(session, meta: dict, archive: zipfile.ZipFile, path: Path, same_vid
             if len(data) != size:
                 raise DatasetFormatError(f"{path}: labels.npy is truncated at frame {t}")
             store.write(t, np.frombuffer(data, dtype).reshape(shape[1:]))
-    read_history(archive, session, lambda name: _read_npy(archive, name, path), same_model)
+    try:
+        read_history(archive, session, lambda name: _read_npy(archive, name, path), same_model)
+    except (ValueError, KeyError) as exc:  # e.g. a removed text object on plain SAM weights
+        # The history is a convenience: the labels and objects above are the session; keep them.
+        session._history._edits = []
+        message = f"{path}: its undo history was not restored ({exc}); nothing to undo from before the save"
+        if warn is None:
+            warnings.warn(message, stacklevel=5)
+        else:
+            warn(message)
