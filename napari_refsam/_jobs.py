@@ -104,17 +104,16 @@ def add_prompts(session, model, video, frame: int, prompts, token, direction: st
 
 
 def _prompt_object(session, frame: int, prompt) -> dict:
-    """``add_object`` arguments for one prompt, checked against the video (PromptError if bad)."""
-    from src_model.video.objects import check_box, check_frame, check_points
+    """``add_object`` arguments for one prompt, checked against the video (PromptError if bad) by
+    the engine's own checks, so every prompt is known good before the first object is added."""
+    from src_model.video.objects import check_add_arguments
 
     height, width = session.frame_shape
-    kwargs = {"frame": check_frame(frame, session.num_frames)}
-    if prompt.box is not None:
-        kwargs["box"] = tuple(check_box(prompt.box, height, width))
-    if prompt.points:
-        kwargs["points"], kwargs["labels"] = check_points(prompt.points, prompt.labels, height, width,
-                                                          prompt.box is not None)
-    return kwargs
+    points = prompt.points or None
+    _, frame, checked, _ = check_add_arguments(None, frame, prompt.box, points, prompt.labels if points else None,
+                                               None, session.num_frames, height, width)
+    return {"frame": frame, "box": None if checked["box"] is None else tuple(checked["box"]),
+            "points": checked["points"], "labels": checked["labels"]}
 
 
 def correct(session, strokes, token, direction: str, propagate: bool, save_to=None, model=None, video=None):

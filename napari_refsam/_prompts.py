@@ -58,6 +58,7 @@ def _on_frame(tyx: np.ndarray, frame: int) -> bool:
 
 
 CLICKS_LAYER = "RefSAM clicks"
+CLICKS_TAG = "refsam_clicks"  # in the layer's metadata: the widget's Negative clicks acts on it
 CLICK_COLOURS = {True: "limegreen", False: "red"}  # on the object / not on it
 
 
@@ -69,19 +70,29 @@ def add_clicks_layer(viewer, video_layer, positive: bool = True):
     layer = viewer.add_points(
         np.zeros((0, ndim)), ndim=ndim, name=CLICKS_LAYER, features={"positive": np.zeros(0, bool)},
         face_color="positive", face_color_cycle=CLICK_COLOURS, border_color="white",
-        size=max(3.0, min(height, width) / 40), scale=video_layer.scale, translate=video_layer.translate)
+        size=max(3.0, min(height, width) / 40), scale=video_layer.scale, translate=video_layer.translate,
+        metadata={CLICKS_TAG: True})
     set_click_sign([layer], positive)
     layer.mode = "add"
     return layer
 
 
-def set_click_sign(layers, positive: bool) -> None:
-    """Make the next clicks of every clicks layer (a Points layer with a ``positive`` feature)
-    positive or negative; clicks already made keep theirs."""
-    from napari.layers import Points
+def is_clicks_layer(layer) -> bool:
+    """A layer made by ``add_clicks_layer`` (the user's own Points layers are left as they are)."""
+    return bool(getattr(layer, "metadata", {}).get(CLICKS_TAG)) and "positive" in layer.features.columns
 
+
+def next_click_positive(layer) -> bool:
+    """Whether the next click in clicks layer ``layer`` is positive (napari copies a selected
+    point's features into the defaults, so this follows selections too)."""
+    defaults = layer.feature_defaults
+    return bool(defaults["positive"].iloc[0]) if len(defaults) else True
+
+
+def set_click_sign(layers, positive: bool) -> None:
+    """Make the next clicks of every clicks layer positive or negative; clicks already made keep theirs."""
     for layer in layers:
-        if isinstance(layer, Points) and "positive" in layer.features.columns:
+        if is_clicks_layer(layer) and next_click_positive(layer) != bool(positive):
             defaults = layer.feature_defaults.iloc[0].to_dict() if len(layer.feature_defaults) else {}
             layer.feature_defaults = {**defaults, "positive": bool(positive)}
 
@@ -166,5 +177,10 @@ def consume(prompts: list[Prompt]) -> None:
             if index is not None:
                 found.add(index)
         if found:
+            # Selecting points copies their features into the layer's defaults (napari): the
+            # next clicks must keep the sign the user chose, not take the used clicks' one.
+            defaults = layer.feature_defaults.copy() if isinstance(layer, Points) else None
             layer.selected_data = found
             layer.remove_selected()
+            if defaults is not None:
+                layer.feature_defaults = defaults

@@ -18,7 +18,7 @@ from ._dataset_export import DatasetExport
 from ._lifetime import SessionLifetime
 from ._objects import known_expressions
 from ._paint import PaintCorrections
-from ._prompts import add_clicks_layer, collect_prompts, consume
+from ._prompts import add_clicks_layer, collect_prompts, consume, next_click_positive
 from ._restore import SessionRestore
 from ._reader import SOURCE_KEY
 from ._session_view import LABELS_NAME, SessionView, describe_error
@@ -291,8 +291,23 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
             show_warning("RefSAM: open a video first (File → Open, or the sample data).")
             return None
         layer = add_clicks_layer(self.viewer, video, positive=not self.negative_clicks.isChecked())
-        layer.bind_key("n", lambda _layer: self.negative_clicks.toggle(), overwrite=True)
+        layer.bind_key("n", self._toggle_negative_clicks, overwrite=True)
+        layer.events.feature_defaults.connect(self._show_click_sign)
         return layer
+
+    def _toggle_negative_clicks(self, layer) -> None:
+        if self.closed:
+            return  # the dock was closed: its hidden checkbox no longer speaks for the layers
+        self.negative_clicks.setChecked(next_click_positive(layer))
+
+    def _show_click_sign(self, event) -> None:
+        """The checkbox shows what the next click of the layer changed last will be (selecting a
+        point makes its sign the next one, as napari does for every feature)."""
+        if self.closed:
+            return
+        self.negative_clicks.blockSignals(True)
+        self.negative_clicks.setChecked(not next_click_positive(event.source))
+        self.negative_clicks.blockSignals(False)
 
     def repropagate(self, frame: int | None = None) -> bool:
         if self.session is None:

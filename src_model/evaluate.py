@@ -94,20 +94,18 @@ def prompt_from_mask(mask: np.ndarray, kind: str, others: np.ndarray | None = No
     of another object in the box nearest the centre or, with none, the nearest background pixel
     in the box 2 px or more off the object (a ring's hole); none for a box the object fills.
     """
+    from .video.objects import mask_box
+
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean(), xs.mean()
     if kind in ("box", "box-neg"):
-        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-        prompt = {"box": (x0, y0, x1, y1)}
-        if kind == "box-neg":
-            inside = np.zeros_like(mask)
-            inside[y0: y1 + 1, x0: x1 + 1] = True
-            neighbour = inside & others if others is not None else inside & False
-            away = neighbour if neighbour.any() else inside & ~_grown(mask, 2)
-            if away.any():
-                oy, ox = np.nonzero(away)
-                prompt.update(points=[_nearest(oy, ox, cy, cx)], labels=[0])
-        return prompt
+        box = tuple(int(v) for v in mask_box(mask))
+        if kind == "box":
+            return {"box": box}
+        region = np.zeros_like(mask)
+        region[box[1]: box[3] + 1, box[0]: box[2] + 1] = True
+        negative = _negative_click(mask, others, region, 2, cy, cx)
+        return {"box": box} if negative is None else {"box": box, "points": [negative], "labels": [0]}
     points, labels = [_nearest(ys, xs, cy, cx)], [1]
     if kind == "clicks":
         along_x = np.ptp(xs) >= np.ptp(ys)
@@ -117,12 +115,22 @@ def prompt_from_mask(mask: np.ndarray, kind: str, others: np.ndarray | None = No
                 points.append(_nearest(ys[half], xs[half], ys[half].mean(), xs[half].mean()))
                 labels.append(1)
     elif kind == "click-neg":
-        away = others if others is not None and others.any() else ~_grown(mask, 3)
-        if away.any():
-            oy, ox = np.nonzero(away)
-            points.append(_nearest(oy, ox, cy, cx))
+        negative = _negative_click(mask, others, np.ones_like(mask), 3, cy, cx)
+        if negative is not None:
+            points.append(negative)
             labels.append(0)
     return {"points": points, "labels": labels}
+
+
+def _negative_click(mask, others, region, gap: int, cy: float, cx: float) -> tuple[int, int] | None:
+    """Where a user clicks "not this" within ``region``: the pixel of another object nearest
+    (cy, cx) or, with none there, the nearest background pixel ``gap`` px or more off the mask."""
+    neighbour = region & others if others is not None else np.zeros_like(mask)
+    away = neighbour if neighbour.any() else region & ~_grown(mask, gap)
+    if not away.any():
+        return None
+    ys, xs = np.nonzero(away)
+    return _nearest(ys, xs, cy, cx)
 
 
 def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: int = 0,

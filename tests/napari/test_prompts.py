@@ -46,6 +46,32 @@ def test_an_empty_or_outside_box_is_left_out_and_nothing_half_added(make_napari_
     assert "empty, or outside the 96x64 frame" in notes.messages() and widget.session is None
 
 
+def test_the_next_click_keeps_the_sign_the_checkbox_shows(make_napari_viewer, qtbot, mp4, tiny_model):
+    """Add from prompts selects the clicks it used to remove them, and napari copies a selected
+    point's features into the layer's defaults: the sign of the next click must not change with
+    it. Selecting a point on purpose does make its sign the next one, and the checkbox says so."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([box_at(2, 10, 10, 40, 60)], shape_type="rectangle")
+    widget.negative_clicks.setChecked(True)
+    widget.add_clicks_layer()
+    clicks = viewer.layers.selection.active
+    clicks.add([[2, 25, 30]])  # red, inside the box
+    widget.negative_clicks.setChecked(False)
+    assert widget.add_from_prompts()
+    wait_idle(qtbot, widget)
+    assert len(clicks.data) == 0 and not widget.negative_clicks.isChecked()
+    clicks.add([[2, 30, 30]])
+    assert clicks.features["positive"].tolist() == [True]
+    widget.negative_clicks.setChecked(True)
+    clicks.add([[2, 35, 35]])
+    clicks.selected_data = {0}  # the green one: napari makes its features the next ones
+    assert not widget.negative_clicks.isChecked()
+    clicks.add([[2, 40, 40]])
+    assert clicks.features["positive"].tolist() == [True, False, True]
+
+
 def test_negative_clicks_alone_are_said_to_make_no_object(make_napari_viewer, qtbot, mp4, tiny_model, notes):
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
