@@ -14,6 +14,20 @@ def box_at(frame, y0, x0, y1, x1):
     return [[frame, y0, x0], [frame, y0, x1], [frame, y1, x1], [frame, y1, x0]]
 
 
+def box_with_a_red_click(make_napari_viewer, mp4, model):
+    """A viewer with the video, a rectangle on frame 2 and a clicks layer holding one negative
+    click inside it -> (viewer, widget, clicks layer)."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, model)
+    viewer.dims.set_current_step(0, 2)
+    viewer.add_shapes([box_at(2, 10, 10, 40, 60)], shape_type="rectangle")
+    widget.negative_clicks.setChecked(True)
+    widget.add_clicks_layer()
+    clicks = viewer.layers.selection.active
+    clicks.add([[2, 25, 30]])
+    return viewer, widget, clicks
+
+
 def test_a_2d_prompt_layer_applies_to_the_frame_shown_and_is_clipped_to_the_image(make_napari_viewer, qtbot, mp4,
                                                                                   clip, tiny_model, notes):
     height, width = np.asarray(clip.frames).shape[1:3]
@@ -50,14 +64,7 @@ def test_the_next_click_keeps_the_sign_the_checkbox_shows(make_napari_viewer, qt
     """Add from prompts selects the clicks it used to remove them, and napari copies a selected
     point's features into the layer's defaults: the sign of the next click must not change with
     it. Selecting a point on purpose does make its sign the next one, and the checkbox says so."""
-    viewer = make_napari_viewer()
-    widget = open_with_widget(viewer, mp4, tiny_model)
-    viewer.dims.set_current_step(0, 2)
-    viewer.add_shapes([box_at(2, 10, 10, 40, 60)], shape_type="rectangle")
-    widget.negative_clicks.setChecked(True)
-    widget.add_clicks_layer()
-    clicks = viewer.layers.selection.active
-    clicks.add([[2, 25, 30]])  # red, inside the box
+    viewer, widget, clicks = box_with_a_red_click(make_napari_viewer, mp4, tiny_model)
     widget.negative_clicks.setChecked(False)
     assert widget.add_from_prompts()
     wait_idle(qtbot, widget)
@@ -86,13 +93,7 @@ def test_negative_clicks_alone_are_said_to_make_no_object(make_napari_viewer, qt
 
 
 def test_a_negative_click_inside_a_rectangle_refines_that_box(make_napari_viewer, qtbot, mp4, tiny_model):
-    viewer = make_napari_viewer()
-    widget = open_with_widget(viewer, mp4, tiny_model)
-    viewer.dims.set_current_step(0, 2)
-    viewer.add_shapes([box_at(2, 10, 10, 40, 60)], shape_type="rectangle")
-    widget.negative_clicks.setChecked(True)
-    widget.add_clicks_layer()
-    viewer.layers.selection.active.add([[2, 25, 30]])
+    _, widget, _ = box_with_a_red_click(make_napari_viewer, mp4, tiny_model)
     assert widget.add_from_prompts()
     wait_idle(qtbot, widget)
     (obj,) = widget.session.objects.values()
