@@ -64,7 +64,7 @@ def test_the_next_click_keeps_the_sign_the_checkbox_shows(make_napari_viewer, qt
     """Add from prompts selects the clicks it used to remove them, and napari copies a selected
     point's features into the layer's defaults: the sign of the next click must not change with
     it. Selecting a point on purpose does make its sign the next one, and the checkbox says so."""
-    viewer, widget, clicks = box_with_a_red_click(make_napari_viewer, mp4, tiny_model)
+    _, widget, clicks = box_with_a_red_click(make_napari_viewer, mp4, tiny_model)
     widget.negative_clicks.setChecked(False)
     assert widget.add_from_prompts()
     wait_idle(qtbot, widget)
