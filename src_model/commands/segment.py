@@ -1,11 +1,11 @@
-"""``refsam segment``: label objects through a whole video from expressions (and boxes), headless."""
+"""``refsam segment``: label objects through a whole video from expressions (and boxes, clicks), headless."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..export._common import refuse_replacing_the_video
 
-HELP = "segment the objects described by --text (or --box) through a video and export the labels"
+HELP = "segment the objects described by --text (or --box, --click) through a video and export the labels"
 
 
 def add_arguments(parser) -> None:
@@ -14,6 +14,10 @@ def add_arguments(parser) -> None:
                         help="referring expression; repeat for more objects (object i = label i, in order)")
     parser.add_argument("--box", action="append", default=[], nargs=5, metavar=("FRAME", "X0", "Y0", "X1", "Y1"),
                         help="a SAM box prompt on FRAME (pixels); repeat for more objects (labels after the texts)")
+    parser.add_argument("--click", action="append", default=[], nargs="+", metavar="FRAME X,Y[,L]",
+                        help="one object from clicks on FRAME: X,Y on the object, X,Y,0 on what is not it "
+                             "(at least one on it), e.g. --click 3 120,80 150,90,0; repeat for more objects "
+                             "(labels after the boxes)")
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="labels file: .tif/.tiff (stack), .json (COCO), or a folder/ (palette PNGs)")
     parser.add_argument("--dataset", metavar="DIR",
@@ -35,11 +39,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _check_arguments(args) -> list[tuple[int, list[float]]]:
+def _check_arguments(args) -> list[tuple[int, dict]]:
+    """Everything that can be checked before the video is opened; returns the prompt objects
+    [(frame, add_object keywords)]: the boxes, then the clicks."""
     from ..export import format_for_path
 
-    if not args.text and not args.box:
-        raise ValueError("nothing to segment: give at least one --text expression or --box")
+    if not args.text and not args.box and not args.click:
+        raise ValueError("nothing to segment: give at least one --text expression, --box or --click")
     for text in args.text:
         if not text.strip():
             raise ValueError("--text is empty; give an expression such as --text 'the red circle'")
@@ -58,7 +64,8 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
             frame, coords = int(box[0]), [float(v) for v in box[1:]]
         except ValueError:
             raise ValueError(f"--box takes FRAME X0 Y0 X1 Y1 as numbers, got {' '.join(box)}") from None
-        boxes.append((frame, coords))
+        boxes.append((frame, {"box": coords}))
+    boxes += [_parse_click(click) for click in args.click]
     _check_png_ids(args, len(args.text) + len(boxes))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
@@ -67,6 +74,22 @@ def _check_arguments(args) -> list[tuple[int, list[float]]]:
     if args.dataset is not None and Path(args.dataset).exists() and not Path(args.dataset).is_dir():
         raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
     return boxes
+
+
+def _parse_click(click: list[str]) -> tuple[int, dict]:
+    """``--click FRAME X,Y[,L] ...`` -> (frame, {"points": [(x, y)], "labels": [l]})."""
+    usage = f"--click takes FRAME then X,Y or X,Y,0 (a click not on the object) per click, got {' '.join(click)}"
+    if len(click) < 2:
+        raise ValueError(usage)
+    try:
+        frame = int(click[0])
+        parts = [[float(v) for v in point.split(",")] for point in click[1:]]
+    except ValueError:
+        raise ValueError(usage) from None
+    if any(len(p) not in (2, 3) or (len(p) == 3 and p[2] not in (0, 1)) for p in parts):
+        raise ValueError(usage)
+    labels = [int(p[2]) if len(p) == 3 else 1 for p in parts]
+    return frame, {"points": [(p[0], p[1]) for p in parts], "labels": labels}
 
 
 def _check_png_ids(args, objects: int) -> None:
@@ -111,9 +134,9 @@ def _load_model(args):
 def run(args) -> int:
     import torch
 
-    from ..errors import RefSAMError, VideoReadError
+    from ..errors import PromptError, RefSAMError, VideoReadError
     from ..export import write_labels
-    from ..video.objects import check_box, check_frame
+    from ..video.objects import check_add_arguments
     from ..video.session import VideoSession
     from ..video.source import open_video
     from .progress import progress
@@ -121,9 +144,12 @@ def run(args) -> int:
     boxes = _check_arguments(args)
     written = []
     with open_video(args.video) as source:
-        for frame, box in boxes:  # checked against the video before the model loads
-            check_frame(frame, source.num_frames, "--box frame")
-            check_box(box, source.height, source.width)
+        for frame, prompt in boxes:  # checked against the video before the model loads
+            try:
+                check_add_arguments(None, frame, prompt.get("box"), prompt.get("points"), prompt.get("labels"),
+                                    None, source.num_frames, source.height, source.width)
+            except PromptError as exc:
+                raise PromptError(f"{'--box' if 'box' in prompt else '--click'} on frame {frame}: {exc}") from None
         name = source.name if args.name is None else args.name
         if args.dataset is not None:
             from ..data.ytvos import check_can_add
@@ -136,8 +162,8 @@ def run(args) -> int:
             with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:
                 for text in args.text:
                     session.add_object(text=text)
-                for frame, box in boxes:
-                    session.add_object(frame=frame, box=box)
+                for frame, prompt in boxes:
+                    session.add_object(frame=frame, **prompt)
                 expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
                 with progress(session.planned_frames(), f"segment {source.name}", quiet=args.quiet) as bar:
                     done = 0
