@@ -203,6 +203,16 @@ class SubmissionWriter:
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
+def check_prompt(prompt: str, davis: bool, submission) -> None:
+    """ValueError unless ``prompt`` is one of ``PROMPTS`` and fits the protocol (``refsam eval``
+    calls this before loading the model)."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    if prompt != "text" and (davis or submission):
+        raise ValueError(f"--prompt {prompt} scores objects, not expressions: not with the Ref-DAVIS17 protocol "
+                         "(--davis) or a submission (--submission)")
+
+
 def _row(video: str, exp_id: str, text: str, obj_id, expression_set: str, result: dict) -> dict:
     return {"video": video, "exp_id": exp_id, "text": text, "obj_id": obj_id, "set": expression_set,
             "corrected": result["corrected"], **{k: result["rounds"][0][k] for k in ("J", "F", "J&F")},
@@ -225,11 +235,7 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     from .data.ytvos import read_dataset, read_ref_davis
     from .video.session import VideoSession
 
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
-    if prompt != "text" and (davis or submission):
-        raise ValueError("box / click prompts score objects, not expressions: not with the Ref-DAVIS17 "
-                         "protocol or a submission")
+    check_prompt(prompt, davis, submission)
     videos = read_ref_davis(root, split) if davis else read_dataset(root, split)
     if max_videos is not None and max_videos < 1:
         raise ValueError(f"max_videos (--max-videos) must be >= 1, got {max_videos}")

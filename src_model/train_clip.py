@@ -11,8 +11,7 @@ Prompt rows (``box_prob``): a row is, with that probability, a SAM-prompt object
 inside it, sometimes a negative one next to it), without text or τ (the engine's *anchor*); a
 later frame is an anchor again with probability ``anchor_prob``, else decoded from the previous
 frame's mask, perturbed, as mask prompt, that mask's box and τ (the engine's *step* for prompt
-objects). Without prompt rows the
-prompt encoder's box and point embeddings are never trained.
+objects). Without prompt rows the prompt encoder's box and point embeddings are never trained.
 """
 from __future__ import annotations
 

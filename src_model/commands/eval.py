@@ -75,15 +75,14 @@ def _json_safe(value):
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_dataset
+    from ..evaluate import check_prompt, evaluate_dataset
     from ..weights import load_refsam
 
     if args.interactive < 0:
         raise ValueError(f"--interactive must be >= 0, got {args.interactive}")
     if args.max_videos is not None and args.max_videos < 1:
         raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
-    if args.prompt != "text" and (args.davis or args.submission):
-        raise ValueError(f"--prompt {args.prompt} scores objects, not expressions: not with --davis or --submission")
+    check_prompt(args.prompt, args.davis, args.submission)
     _check_outputs(args)  # fail now, not after the whole evaluation
     model = load_refsam(args.model, sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder,
                         device=args.device, image_size=args.image_size)

@@ -58,22 +58,22 @@ def _check_arguments(args) -> list[tuple[int, dict]]:
         _check_output(args, format_for_path(args.output))  # before any work, not after the whole video
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    boxes = []
+    prompts = []
     for box in args.box:
         try:
             frame, coords = int(box[0]), [float(v) for v in box[1:]]
         except ValueError:
             raise ValueError(f"--box takes FRAME X0 Y0 X1 Y1 as numbers, got {' '.join(box)}") from None
-        boxes.append((frame, {"box": coords}))
-    boxes += [_parse_click(click) for click in args.click]
-    _check_png_ids(args, len(args.text) + len(boxes))
+        prompts.append((frame, {"box": coords}))
+    prompts += [_parse_click(click) for click in args.click]
+    _check_png_ids(args, len(args.text) + len(prompts))
     if not Path(args.video).exists():
         raise FileNotFoundError(f"video {args.video} does not exist")
     if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
         raise ValueError(f"--cache-dir {args.cache_dir} is a file, not a folder for the feature cache")
     if args.dataset is not None and Path(args.dataset).exists() and not Path(args.dataset).is_dir():
         raise ValueError(f"--dataset {args.dataset} is a file, not a dataset folder")
-    return boxes
+    return prompts
 
 
 def _parse_click(click: list[str]) -> tuple[int, dict]:
@@ -141,10 +141,10 @@ def run(args) -> int:
     from ..video.source import open_video
     from .progress import progress
 
-    boxes = _check_arguments(args)
+    prompts = _check_arguments(args)
     written = []
     with open_video(args.video) as source:
-        for frame, prompt in boxes:  # checked against the video before the model loads
+        for frame, prompt in prompts:  # checked against the video before the model loads
             try:
                 check_add_arguments(None, frame, prompt.get("box"), prompt.get("points"), prompt.get("labels"),
                                     None, source.num_frames, source.height, source.width)
@@ -162,7 +162,7 @@ def run(args) -> int:
             with VideoSession(model, source, cache_dir=args.cache_dir, batch_size=args.batch_size) as session:
                 for text in args.text:
                     session.add_object(text=text)
-                for frame, prompt in boxes:
+                for frame, prompt in prompts:
                     session.add_object(frame=frame, **prompt)
                 expressions = {i: [info["text"]] for i, info in session.objects.items() if info["text"]}
                 with progress(session.planned_frames(), f"segment {source.name}", quiet=args.quiet) as bar:
