@@ -34,6 +34,10 @@ def build_controls(widget) -> None:
     widget.prompts_button.setToolTip("One object per rectangle (Shapes layer) / set of clicks (Points layer) "
                                      "on this frame")
     widget.prompts_button.clicked.connect(lambda: widget.add_from_prompts())
+    widget.correct_button = QPushButton("Correct from prompts")
+    widget.correct_button.setToolTip("Correct the selected object on this frame from one rectangle and/or clicks: "
+                                     "the model's mask becomes a locked keyframe and is re-propagated")
+    widget.correct_button.clicked.connect(lambda: widget.correct_from_prompts())
     widget.clicks_button = QPushButton("New clicks layer")
     widget.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts)")
     widget.clicks_button.clicked.connect(lambda: widget.add_clicks_layer())
@@ -68,7 +72,8 @@ def build_controls(widget) -> None:
     grid.addWidget(widget.cancel_button, 3, 1)
     grid.addWidget(widget.export_button, 3, 2)
     grid.addWidget(widget.clicks_button, 4, 0)
-    grid.addWidget(widget.negative_clicks, 4, 1, 1, 2)
+    grid.addWidget(widget.negative_clicks, 4, 1)
+    grid.addWidget(widget.correct_button, 4, 2)
     grid.addWidget(widget.auto_repropagate, 5, 0, 1, 3)
     widget.objects = ObjectTable()
     widget.objects.itemSelectionChanged.connect(widget._refresh_buttons)

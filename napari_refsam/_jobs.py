@@ -116,6 +116,28 @@ def _prompt_object(session, frame: int, prompt) -> dict:
             "points": checked["points"], "labels": checked["labels"]}
 
 
+def correct_from_prompt(session, obj: int, frame: int, prompt, token, direction: str, save_to=None):
+    """Correct object ``obj`` on ``frame`` from one box / set of clicks: the model's prediction
+    there (``VideoSession.predict_mask``) becomes a locked keyframe, re-propagated from the frame
+    (one undo step). An empty prediction changes nothing (PromptError)."""
+    from src_model.errors import PromptError
+
+    kwargs = _prompt_object(session, frame, prompt)
+    mask = session.predict_mask(**kwargs)
+    if not mask.any():
+        raise PromptError(f"the prompt on frame {frame} gives an empty mask; nothing was changed (draw the box "
+                          "round the object, or click on it)")
+    with session.edit_group("correction from prompts"):
+        session.set_mask(obj, frame, mask)
+        yield ("frame", frame, np.array(session.labels[frame]))
+        yield ("status", f"Re-propagating object {obj} from frame {frame}…")
+        try:
+            yield from propagate_frames(session, token, start=frame, direction=direction, obj_ids=[obj])
+        finally:
+            yield from autosave(session, save_to)
+    return obj
+
+
 def correct(session, strokes, token, direction: str, propagate: bool, save_to=None, model=None, video=None):
     """Lock user-painted pixels as keyframes, then (optionally) re-propagate from each frame.
 

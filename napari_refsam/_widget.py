@@ -70,7 +70,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
                                (self.model_panel.load_button, True), (self.restore_button, True),
                                (self.repropagate_button, has_objects), (self.export_button, has_objects),
                                (self.undo_button, session is not None and session.can_undo),
-                               (self.remove_button, picked)):
+                               (self.remove_button, picked), (self.correct_button, picked)):
             button.setEnabled(usable and not busy)
         self.cancel_button.setEnabled(busy)
 
@@ -282,6 +282,33 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
         return self._start("adding prompt objects", lambda token: _jobs.add_prompts(
             session, model, video, frame, prompts, token, direction, save_to),
             on_end=lambda result: consume(prompts[:len(result.objects)]))
+
+    def correct_from_prompts(self, obj: int | None = None) -> bool:
+        """Correct the selected object on the current frame from one rectangle and/or set of clicks
+        there: the model's mask from them is locked as a keyframe and re-propagated."""
+        obj = self.objects.selected_object() if obj is None else int(obj)
+        if self.session is None or obj is None:
+            show_warning("RefSAM: select the object to correct in the Objects table first.")
+            return False
+        if self._refuse_if_busy():
+            return False
+        frame = self._current_frame()
+        prompts, skipped = collect_prompts(self.viewer.layers, self.video_layer, frame)
+        if skipped:
+            show_warning(f"RefSAM: left out {'; '.join(skipped)}.")
+        if len(prompts) != 1:
+            found = "none" if not prompts else f"{len(prompts)} (one per rectangle, plus clicks outside them)"
+            show_warning(f"RefSAM: to correct object {obj}, draw one rectangle and/or clicks on frame {frame}; "
+                         f"found {found}.")
+            return False
+        session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
+        # The prompts stay on the frame, as SAM's do: one more click and a second press refine the
+        # same keyframe from all of them.
+        return self._start(f"correcting object {obj} from prompts", lambda token: _jobs.correct_from_prompt(
+            session, obj, frame, prompts[0], token, direction, save_to),
+            on_done=lambda result: self.status.setText(
+                f"Object {obj} corrected on frame {frame} and re-propagated. Its prompts stay: add a click and "
+                "correct again to refine."))
 
     def add_clicks_layer(self):
         """A clicks layer over the selected video, selected and in add mode (None without a video);

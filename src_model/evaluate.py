@@ -14,7 +14,13 @@ Interactive rounds (``interactive=K``): start from the text-only result, then K 
 the worst frame (lowest J, not yet corrected) with its ground-truth mask (``set_mask``) and
 re-propagate from it; J, F, J&F are reported after every round. A video has no frame left to
 correct after as many rounds as it has frames: its last scores count in later rounds, and the
-dataset's rounds stop at the longest video's frame count.
+dataset's rounds stop at the longest video's frame count. ``correct_with`` says what a round puts
+on the worst frame: its ground-truth mask ("mask", a painted correction), or what the model
+predicts there from the prompt a user would draw for it ("box", "click", ...: ``prompt_from_mask``
+of the ground truth, through ``VideoSession.predict_mask``) - the widget's "Correct from prompts".
+A frame where the object is absent is erased either way (no prompt says "nothing here"). A
+prediction no better on its frame than what was there (J) is undone, as a user seeing it would:
+the round is spent, the frame is left as it was and not picked again ("rejected").
 
 Prompt objects (``prompt="box"`` / ``"click"`` / ``"clicks"`` / ``"click-neg"`` / ``"box-neg"``):
 instead of expressions, every annotated object is started from its ground-truth box (or one
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetFormatError
-from .metrics import evaluate_video, j_and_f
+from .metrics import evaluate_video, j_and_f, jaccard
 
 
 def _score(pred: np.ndarray, gt: np.ndarray) -> dict:
@@ -50,18 +56,21 @@ def _summary(rows: list[dict]) -> dict:
     return {"J": j, "F": f, "J&F": j_and_f(j, f)}
 
 
-def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: int = 0) -> dict:
+def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: int = 0,
+                        correct_with: str = "mask", others: np.ndarray | None = None) -> dict:
     """Score one expression in ``session`` (its object is removed afterwards).
 
-    gt: (T, H, W) bool ground truth of the referred object (None: predict only).
+    gt: (T, H, W) bool ground truth of the referred object (None: predict only); correct_with and
+    others ((T, H, W) bool, the other annotated objects): how rounds correct (module docstring).
     Returns {"mask": (T, H, W) bool text-only prediction, "rounds": [scores after round 0..K]
-    (fewer when the video has fewer than K frames to correct), "corrected": [frames given their GT
-    mask, in order]}.
+    (fewer when the video has fewer than K frames to correct), "corrected": [frames corrected, in
+    order], "rejected": [those of them whose prompt correction was undone]}.
     """
-    return _propagate_and_score(session, session.add_object(text=text), gt, interactive)
+    return _propagate_and_score(session, session.add_object(text=text), gt, interactive, correct_with, others)
 
 
 PROMPTS = ("text", "box", "click", "clicks", "click-neg", "box-neg")
+CORRECTIONS = ("mask", *PROMPTS[1:])
 
 
 def _nearest(ys: np.ndarray, xs: np.ndarray, y: float, x: float) -> tuple[int, int]:
@@ -134,7 +143,7 @@ def _negative_click(mask, others, region, gap: int, cy: float, cx: float) -> tup
 
 
 def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: int = 0,
-                             others: np.ndarray | None = None) -> dict | None:
+                             others: np.ndarray | None = None, correct_with: str = "mask") -> dict | None:
     """Score one object started from a prompt (``prompt_from_mask``) on the first frame its ground
     truth shows it, propagated both ways (what "Add from prompts" does); None if it never shows.
     others: (T, H, W) bool, the other annotated objects (where "click-neg" puts its negative click).
@@ -145,17 +154,27 @@ def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: in
     frame = int(shown[0])
     obj = session.add_object(frame=frame, **prompt_from_mask(gt[frame], kind,
                                                              None if others is None else others[frame]))
-    return {**_propagate_and_score(session, obj, gt, interactive), "frame": frame}
+    return {**_propagate_and_score(session, obj, gt, interactive, correct_with, others), "frame": frame}
 
 
-def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: int) -> dict:
+def correction(session, frame: int, gt: np.ndarray, kind: str, others: np.ndarray | None = None) -> np.ndarray:
+    """The (H, W) bool mask a user's correction of ``frame`` locks, for ground truth ``gt`` there:
+    ``gt`` itself ("mask"), else the prediction from the prompt ``kind`` drawn for it (the module
+    docstring); an object absent there is erased."""
+    if kind == "mask" or not gt.any():
+        return gt
+    return session.predict_mask(frame, **prompt_from_mask(gt, kind, others))
+
+
+def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: int, correct_with: str = "mask",
+                         others: np.ndarray | None = None) -> dict:
     """Propagate the new object ``obj`` over the video, score it, run the interactive rounds (module
     docstring), and remove it."""
     try:
         for _ in session.propagate():
             pass
         mask = np.asarray(session.labels) == obj
-        rounds, corrected = [], []
+        rounds, corrected, rejected = [], [], []
         if gt is not None:
             rounds.append(_score(mask, gt))
             current = mask
@@ -166,12 +185,17 @@ def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: 
                     break
                 worst = int(np.argmin(js))
                 corrected.append(worst)
-                session.set_mask(obj, worst, gt[worst])
+                fix = correction(session, worst, gt[worst], correct_with, None if others is None else others[worst])
+                if correct_with != "mask" and jaccard(fix, gt[worst]) <= js[worst]:
+                    rejected.append(worst)  # undone: the frame keeps what it had (module docstring)
+                    rounds.append(rounds[-1])
+                    continue
+                session.set_mask(obj, worst, fix)
                 for _ in session.propagate(start=worst):
                     pass
                 current = np.asarray(session.labels) == obj
                 rounds.append(_score(current, gt))
-        return {"mask": mask, "rounds": rounds, "corrected": corrected}
+        return {"mask": mask, "rounds": rounds, "corrected": corrected, "rejected": rejected}
     finally:
         session.remove_object(obj)
 
@@ -203,11 +227,16 @@ class SubmissionWriter:
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def check_prompt(prompt: str, davis: bool, submission) -> None:
-    """ValueError unless ``prompt`` is one of ``PROMPTS`` and fits the protocol (``refsam eval``
-    calls this before loading the model)."""
+def check_prompt(prompt: str, davis: bool, submission, correct_with: str = "mask", interactive: int = 0) -> None:
+    """ValueError unless ``prompt`` is one of ``PROMPTS``, ``correct_with`` one of ``CORRECTIONS``,
+    and both fit the protocol (``refsam eval`` calls this before loading the model)."""
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    if correct_with not in CORRECTIONS:
+        raise ValueError(f"correct_with must be one of {', '.join(CORRECTIONS)}, got {correct_with!r}")
+    if correct_with != "mask" and interactive < 1:
+        raise ValueError(f"--correct-with {correct_with} says how the --interactive rounds correct; "
+                         "add --interactive K (K >= 1)")
     if prompt != "text" and (davis or submission):
         raise ValueError(f"--prompt {prompt} scores objects, not expressions: not with the Ref-DAVIS17 protocol "
                          "(--davis) or a submission (--submission)")
@@ -215,18 +244,20 @@ def check_prompt(prompt: str, davis: bool, submission) -> None:
 
 def _row(video: str, exp_id: str, text: str, obj_id, expression_set: str, result: dict) -> dict:
     return {"video": video, "exp_id": exp_id, "text": text, "obj_id": obj_id, "set": expression_set,
-            "corrected": result["corrected"], **{k: result["rounds"][0][k] for k in ("J", "F", "J&F")},
+            "corrected": result["corrected"], "rejected": result["rejected"],
+            **{k: result["rounds"][0][k] for k in ("J", "F", "J&F")},
             "rounds": [{k: r[k] for k in ("J", "F", "J&F")} for r in result["rounds"]]}
 
 
 def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = False, interactive: int = 0,
                      submission=None, max_videos: int | None = None, progress: bool = True,
-                     prompt: str = "text") -> dict:
+                     prompt: str = "text", correct_with: str = "mask") -> dict:
     """Evaluate ``model`` on a dataset folder; see the module docstring for the protocol.
 
     prompt: "text" (every expression), or one of the other ``PROMPTS``: every annotated object
     started from that prompt (``prompt_from_mask``) on its first visible frame, without words (the
-    SAM prompt path; its rows are objects, named "<prompt> @ frame t").
+    SAM prompt path; its rows are objects, named "<prompt> @ frame t"). correct_with: what each
+    interactive round locks on the worst frame (module docstring).
 
     Returns {"J", "F", "J&F" (text only), "rounds": [{"round", "J", "F", "J&F"}] (0 = text only),
     "num_videos", "num_expressions", "per_expression": [...], "per_object": [...],
@@ -235,7 +266,7 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     from .data.ytvos import read_dataset, read_ref_davis
     from .video.session import VideoSession
 
-    check_prompt(prompt, davis, submission)
+    check_prompt(prompt, davis, submission, correct_with, interactive)
     videos = read_ref_davis(root, split) if davis else read_dataset(root, split)
     if max_videos is not None and max_videos < 1:
         raise ValueError(f"max_videos (--max-videos) must be >= 1, got {max_videos}")
@@ -264,14 +295,15 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
                 if prompt != "text":  # one row per annotated object, started from its box / a click
                     for obj_id in sorted({o for _, _, o in video.expressions if o is not None}):
                         result = None if labels is None else evaluate_prompted_object(
-                            session, labels == obj_id, prompt, interactive, (labels != obj_id) & (labels != 0))
+                            session, labels == obj_id, prompt, interactive, _others(labels, obj_id), correct_with)
                         if result is not None:
                             per_expression.append(_row(name, "", f"{prompt} @ frame {result['frame']}", obj_id,
                                                        "", result))
                     continue
                 for exp_id, text, obj_id in video.expressions:
-                    gt = labels == obj_id if labels is not None and obj_id is not None else None
-                    result = evaluate_expression(session, text, gt, interactive)
+                    known = labels is not None and obj_id is not None
+                    result = evaluate_expression(session, text, labels == obj_id if known else None, interactive,
+                                                 correct_with, _others(labels, obj_id) if known else None)
                     if writer is not None:
                         writer.add(name, exp_id, video.frame_names, result["mask"])
                     if result["rounds"]:
@@ -286,6 +318,11 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     return summarize(per_expression, len(names), davis, interactive)
 
 
+def _others(labels: np.ndarray, obj_id) -> np.ndarray:
+    """(T, H, W) bool: the annotated objects other than ``obj_id``."""
+    return (labels != obj_id) & (labels != 0)
+
+
 def summarize(per_expression: list[dict], num_videos: int, davis: bool, interactive: int) -> dict:
     """Dataset-level scores from the per-expression rows of ``evaluate_dataset``."""
     objects: dict[tuple, list[dict]] = {}
@@ -298,6 +335,8 @@ def summarize(per_expression: list[dict], num_videos: int, davis: bool, interact
     rounds = [{"round": r, **_summary([row["rounds"][min(r, len(row["rounds"]) - 1)] for row in per_expression])}
               for r in range(done + 1)] if per_expression else []
     out = {"num_videos": num_videos, "num_expressions": len(per_expression), **_summary(per_expression),
+           "corrections": sum(len(row.get("corrected", ())) for row in per_expression),
+           "rejected_corrections": sum(len(row.get("rejected", ())) for row in per_expression),
            "per_object_mean": _summary(per_object), "rounds": rounds,
            "per_expression": per_expression, "per_object": per_object}
     if davis:

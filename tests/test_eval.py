@@ -61,6 +61,38 @@ def test_gt_corrections_lock_the_worst_frames(tiny_model, small_split):
         assert 0.0 <= rounds[r]["J&F"] <= 1.0
 
 
+@pytest.mark.parametrize("kind", ["box", "click-neg"])
+def test_prompt_corrections_lock_the_models_prediction_from_the_users_prompt(tiny_model, small_split, kind):
+    """--correct-with box / click-neg: each round predicts, on the worst frame, from that prompt
+    drawn for the ground truth (predict_mask, as Correct from prompts does) and locks it when it is
+    better there than what the frame had; otherwise the round is spent and the frame left as it was."""
+    from src_model.data.ytvos import read_dataset
+    from src_model.metrics import jaccard
+    from src_model.video.session import VideoSession
+
+    kept, undone = 0, 0
+    for video in read_dataset(small_split, "valid").values():
+        labels = video.load_labels()
+        for _, text, obj in video.expressions:
+            gt, others = labels == obj, (labels != obj) & (labels != 0)
+            with VideoSession(tiny_model, video.load_frames()) as session:
+                result = evaluate_expression(session, text, gt, interactive=2, correct_with=kind, others=others)
+                rounds, corrected = result["rounds"], result["corrected"]
+                assert len(rounds) == 3 and len(set(corrected)) == 2 and set(result["rejected"]) <= set(corrected)
+                for r, frame in enumerate(corrected, start=1):
+                    predicted = (session.predict_mask(frame, **prompt_from_mask(gt[frame], kind, others[frame]))
+                                 if gt[frame].any() else np.zeros_like(gt[frame]))
+                    before = rounds[r - 1]["J_per_frame"][frame]
+                    if frame in result["rejected"]:
+                        undone += 1
+                        assert jaccard(predicted, gt[frame]) <= before and rounds[r] == rounds[r - 1]
+                    else:
+                        kept += 1
+                        assert rounds[r]["J_per_frame"][frame] == pytest.approx(jaccard(predicted, gt[frame]))
+                        assert rounds[r]["J_per_frame"][frame] > before
+    assert kept and undone  # both paths ran (random weights: predictions help on some frames, not others)
+
+
 def test_prompts_from_a_mask_are_its_tight_box_and_a_click_on_it():
     ring = np.zeros((20, 30), bool)
     ring[4:15, 6:25] = True
@@ -226,6 +258,7 @@ def test_eval_refuses_bad_outputs_before_the_model_loads(small_split, tmp_path, 
         (["--submission", str(tmp_path / "mine.zip")], "already exists; pass --overwrite"),
         (["--output", str(tmp_path / "r"), "--submission", str(tmp_path / "r")], "both name"),
         (["--prompt", "box", "--submission", str(tmp_path / "s.zip")], "scores objects, not expressions"),
+        (["--correct-with", "box"], "add --interactive K"),
     ):
         assert main([*common, *extra]) == 2, extra
         err = capsys.readouterr().err

@@ -441,6 +441,70 @@ def test_bad_input_raises_and_leaves_the_session_usable(make):
     check_keyframes(s)
 
 
+def test_a_session_runs_inside_and_outside_torch_inference_mode(make):
+    """SAM 2's examples wrap the predictor in torch.inference_mode(): frames encoded there must
+    still be cached (and later frames encoded) once the caller runs outside it, and the other way
+    round, with the same labels as a session that never entered it."""
+    plain = make(cache_dir=None)
+    populate(plain)
+    for inside_first in (True, False):
+        s = make(cache_dir=None)
+        a, b, c = (s.add_object(text="the red circle"), s.add_object(text="a small square on the left"),
+                   s.add_object(frame=4, box=(20, 10, 60, 40)))
+        modes = [torch.inference_mode(), torch.inference_mode(False)][:: 1 if inside_first else -1]
+        with modes[0]:
+            list(s.propagate(start=4, direction="forward", obj_ids=[c]))  # frames 4.. only
+        with modes[1]:
+            list(s.propagate())  # frames 0-3 encoded now, in the other mode
+        assert np.array_equal(s.labels, plain.labels), inside_first
+
+
+def test_predict_mask_is_the_anchor_decode_and_changes_nothing(make):
+    """predict_mask(frame, prompt) is what a prompt object anchored there gets on that frame, and it
+    leaves labels, objects, keyframes and the undo history as they were."""
+    s = make()
+    a, b, c = populate(s)
+    labels, objects, keyframes, depth = s.labels.copy(), s.objects, s.keyframes, len(s._history)
+    box, points, signs = (20, 10, 60, 40), [(40, 20), (70, 50)], [1, 0]
+    from_box = s.predict_mask(4, box=box)
+    from_clicks = s.predict_mask(6, points=points, labels=signs)
+    assert from_box.shape == (H, W) and from_box.dtype == bool
+    assert np.array_equal(s.labels, labels) and s.objects == objects and s.keyframes == keyframes
+    assert len(s._history) == depth
+    alone = make()
+    for frame, prompt, expected in ((4, {"box": box}, from_box),
+                                    (6, {"points": points, "labels": signs}, from_clicks)):
+        obj = alone.add_object(frame=frame, **prompt)
+        list(alone.propagate(obj_ids=[obj]))
+        assert np.array_equal(alone.labels[frame] == obj, expected), prompt
+        alone.remove_object(obj)
+    assert 0 < from_box.sum() < H * W  # a mask to compare, not an empty or a full frame
+
+
+def test_a_correction_from_a_box_is_a_locked_keyframe(make):
+    s = make()
+    a, b, c = populate(s)
+    mask = s.predict_mask(5, box=(10, 5, 50, 30))
+    s.set_mask(a, 5, mask)
+    list(s.propagate(start=5))
+    assert np.array_equal(s.keyframe_mask(a, 5), mask)
+    check_keyframes(s)
+
+
+def test_predict_mask_refuses_bad_prompts_and_stays_usable(make):
+    s = make()
+    for message, call in (
+        ("needs box= and/or points=", lambda: s.predict_mask(2)),
+        ("out of range", lambda: s.predict_mask(T, box=(1, 1, 5, 5))),
+        ("outside", lambda: s.predict_mask(1, box=(100, 10, 200, 40))),
+        ("labels= go with points=", lambda: s.predict_mask(1, box=(1, 1, 5, 5), labels=[1])),
+        ("without a box need at least one positive", lambda: s.predict_mask(1, points=[(5, 5)], labels=[0])),
+    ):
+        with pytest.raises(PromptError, match=message):
+            call()
+    assert s.predict_mask(1, box=(1, 1, 30, 30)).shape == (H, W)
+
+
 def test_a_box_drawn_past_the_edge_is_clipped_to_the_frame(make):
     s = make()
     with pytest.warns(UserWarning, match=r"reaches past the 96x64 frame; clipped to \(0.0, 10.0, 96.0, 40.0\)"):

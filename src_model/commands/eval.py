@@ -11,7 +11,7 @@ HELP = "evaluate J, F, J&F per expression and per object; Ref-DAVIS17 protocol; 
 
 
 def add_arguments(parser) -> None:
-    from ..evaluate import PROMPTS
+    from ..evaluate import CORRECTIONS, PROMPTS
 
     parser.add_argument("--data", required=True, help="dataset folder (Ref-YouTube-VOS layout, or Ref-DAVIS17 with --davis)")
     parser.add_argument("--split", default=None, help="split inside --data (valid, train, ...)")
@@ -24,6 +24,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--interactive", type=int, default=0, metavar="K",
                         help="K rounds of 'replace the worst frame with its ground truth and re-propagate' "
                              "(at most as many as the longest video has frames: then every frame is corrected)")
+    parser.add_argument("--correct-with", choices=list(CORRECTIONS), default="mask",
+                        help="what each --interactive round puts on the worst frame: its ground-truth mask "
+                             "(default, a painted correction), or the model's prediction there from that "
+                             "prompt drawn for the ground truth (box, click, ...: 'Correct from prompts'), "
+                             "undone when it is no better on its frame, as a user seeing it would")
     parser.add_argument("--prompt", choices=list(PROMPTS), default="text",
                         help="text: every expression (default); the others start every annotated object on "
                              "its first visible frame, without words, from its ground-truth box, one click, "
@@ -82,15 +87,17 @@ def run(args) -> int:
         raise ValueError(f"--interactive must be >= 0, got {args.interactive}")
     if args.max_videos is not None and args.max_videos < 1:
         raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
-    check_prompt(args.prompt, args.davis, args.submission)
+    check_prompt(args.prompt, args.davis, args.submission, args.correct_with, args.interactive)
     _check_outputs(args)  # fail now, not after the whole evaluation
     model = load_refsam(args.model, sam_checkpoint=args.sam_checkpoint, text_encoder=args.text_encoder,
                         device=args.device, image_size=args.image_size)
     result = evaluate_dataset(model, args.data, args.split, davis=args.davis, interactive=args.interactive,
                               submission=args.submission, max_videos=args.max_videos, prompt=args.prompt,
+                              correct_with=args.correct_with,
                               progress=not args.json and sys.stderr.isatty())
     result = {"model": str(args.model), "image_size": model.config.sam.image_size, "data": str(args.data),
-              "split": args.split, "prompt": args.prompt, "interactive": args.interactive, **result}
+              "split": args.split, "prompt": args.prompt, "interactive": args.interactive,
+              "correct_with": args.correct_with, **result}
     # Only when asked for: the per-expression rows hold per-frame scores.
     text = json.dumps(_json_safe(result), indent=1, allow_nan=False) if args.json or args.output else None
     # The scores are printed before --output is written: a failed write must not lose them.
@@ -116,8 +123,12 @@ def _print_scores(args, result: dict) -> None:
             print(f"  {name:<14} J {s['J']:.4f}  F {s['F']:.4f}  J&F {s['J&F']:.4f}")
     if result["num_expressions"]:
         print(f"J {result['J']:.4f}  F {result['F']:.4f}  J&F {result['J&F']:.4f}")
+    how = "" if args.correct_with == "mask" else f" from {args.correct_with} prompts"
     for r in result["rounds"][1:]:
-        print(f"after {r['round']} correction(s): J {r['J']:.4f}  F {r['F']:.4f}  J&F {r['J&F']:.4f}")
+        print(f"after {r['round']} correction(s){how}: J {r['J']:.4f}  F {r['F']:.4f}  J&F {r['J&F']:.4f}")
+    if args.correct_with != "mask" and result["corrections"]:
+        print(f"{result['rejected_corrections']} of {result['corrections']} corrections undone: the mask from the "
+              "prompt was no better on its frame")
     done = max(len(result["rounds"]) - 1, 0)
     if result["num_expressions"] and done < args.interactive:
         print(f"--interactive {args.interactive}: only {done} round(s) run: by then every frame of every "

@@ -77,7 +77,10 @@ class MemoryStore:
         if slot is None:
             if not self._free and self._allocated < self.capacity:
                 n = min(self.CHUNK, self.capacity - self._allocated)
-                self._slabs.append(tuple(torch.empty((n, *self.shape), dtype=torch.float16) for _ in range(2)))
+                # Normal tensors even under a caller's torch.inference_mode(): an inference tensor
+                # could not be written again once the caller runs outside it.
+                with torch.inference_mode(False):
+                    self._slabs.append(tuple(torch.empty((n, *self.shape), dtype=torch.float16) for _ in range(2)))
                 self._free = list(range(self._allocated + n - 1, self._allocated - 1, -1))
                 self._allocated += n
             slot = self._free.pop() if self._free else self._slots.popitem(last=False)[1]

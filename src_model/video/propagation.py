@@ -222,6 +222,15 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
     return result
 
 
+def decode_prompt(model, feats, prompt: dict, threshold: float) -> np.ndarray:
+    """(H, W) bool mask of a box/points ``prompt`` ({box, points, labels}, checked) on one frame:
+    the anchor decode of a prompt object (no τ, no mask prompt), thresholded as ``resolve`` does."""
+    points = None if prompt["points"] is None else (prompt["points"], prompt["labels"])
+    with torch.inference_mode():
+        result = decode_jobs(model, feats, [Job(0, PROMPT, True, box=prompt["box"], points=points)])
+        return _above(result.logits[0], threshold)
+
+
 def _above(logits: torch.Tensor, threshold: float) -> np.ndarray:
     """logits > threshold as a numpy bool array: compared on the device (1 byte per pixel comes
     back), or in numpy for CPU tensors (the same float comparison, without torch's overhead)."""

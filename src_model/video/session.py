@@ -38,7 +38,7 @@ from .conditioned import ConditionedCache
 from .history import Edit, EditHistory
 from .labels import MEMMAP_BYTES, LabelStore, label_dtype
 from .objects import PROMPT, TEXT, VideoObject, check_add_arguments, check_frame, check_mask
-from .propagation import DIRECTIONS, KEY, decode_jobs, frame_jobs, plan, resolve
+from .propagation import DIRECTIONS, KEY, decode_jobs, decode_prompt, frame_jobs, plan, resolve
 from .source import VideoSource, open_video
 
 
@@ -145,6 +145,19 @@ class VideoSession:
             if first_mask is not None:
                 self._set_keyframe(obj, frame, first_mask, edit)
             return obj.id
+
+    def predict_mask(self, frame: int, box=None, points=None, labels=None) -> np.ndarray:
+        """SAM's one-shot prediction on ``frame`` from a box and/or clicks (as ``add_object`` takes
+        them), from the frame's cached features -> (H, W) bool. Changes nothing: a correction from
+        prompts is ``set_mask(obj, frame, session.predict_mask(frame, ...))``, a locked keyframe."""
+        if box is None and points is None:
+            raise PromptError("predict_mask needs box= and/or points= (with labels=)")
+        _, frame, prompt, _ = check_add_arguments(None, frame, box, points, labels, None, self.num_frames,
+                                                  *self.frame_shape)
+        try:
+            return decode_prompt(self.model, self.cache.get(frame), prompt, self.mask_threshold)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            raise device_error(exc, f"decoding frame {frame}") from exc
 
     def encode_text(self, text: str, model=None):
         """Expression -> TextPrompt (batch 1) on the model device; errors surface here, not later."""

@@ -269,3 +269,50 @@ def test_a_click_and_a_negative_click_on_the_neighbour_segment_the_object_with_t
         scores[new] = np.mean([(predicted[t] & truth[t]).sum() / (predicted[t] | truth[t]).sum() for t in shown])
     # measured: J 0.99 and 1.0 (the file bundled before, trained on one positive click: 0.99 and 0.42)
     assert len(scores) == 2 and min(scores.values()) >= 0.8, scores
+
+
+def test_correct_from_prompts_locks_the_models_mask_for_the_selected_object(make_napari_viewer, qtbot, mp4,
+                                                                            tiny_model, notes):
+    """Select an object, draw a rectangle on a later frame, Correct from prompts: the model's mask
+    from the rectangle is that object's keyframe there, the frames after it are re-propagated,
+    the rectangle stays (to refine with clicks), and one Undo takes it all back."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget, "the red circle")
+    before = np.asarray(widget.labels_layer.data).copy()
+    frame, box = 5, (12.0, 8.0, 60.0, 40.0)  # x0, y0, x1, y1
+    viewer.dims.set_current_step(0, frame)
+    shapes = viewer.add_shapes([box_at(frame, box[1], box[0], box[3], box[2])], shape_type="rectangle")
+    assert not widget.correct_button.isEnabled()
+    widget.objects.selectRow(0)
+    assert widget.correct_button.isEnabled()
+    assert widget.correct_from_prompts()
+    wait_idle(qtbot, widget)
+    session = widget.session
+    expected = session.predict_mask(frame, box=box)
+    assert session.keyframes == {1: [frame]}
+    assert np.array_equal(session.keyframe_mask(1, frame), expected)
+    shown = np.asarray(widget.labels_layer.data)
+    assert np.array_equal(shown[frame] == 1, expected) and np.array_equal(shown, session.labels)
+    assert not np.array_equal(shown[frame + 1:], before[frame + 1:])  # re-propagated from the keyframe
+    assert len(shapes.data) == 1 and "corrected on frame 5" in widget.status.text()
+    widget.undo()
+    wait_idle(qtbot, widget)
+    assert session.keyframes == {1: []} and np.array_equal(np.asarray(widget.labels_layer.data), before)
+
+
+def test_correct_from_prompts_needs_one_prompt_and_an_object(make_napari_viewer, qtbot, mp4, tiny_model, notes):
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget, "the red circle")
+    labels = np.asarray(widget.labels_layer.data).copy()
+    viewer.dims.set_current_step(0, 4)
+    assert not widget.correct_from_prompts()
+    assert "select the object to correct" in notes.messages()
+    widget.objects.selectRow(0)
+    assert not widget.correct_from_prompts()
+    assert "found none" in notes.messages()
+    viewer.add_shapes([box_at(4, 5, 5, 20, 20), box_at(4, 30, 30, 50, 60)], shape_type="rectangle")
+    assert not widget.correct_from_prompts()
+    assert "draw one rectangle and/or clicks on frame 4; found 2" in notes.messages()
+    assert widget.session.keyframes == {1: []} and np.array_equal(np.asarray(widget.labels_layer.data), labels)
