@@ -39,7 +39,8 @@ def build_controls(widget) -> None:
                                      "the model's mask becomes a locked keyframe and is re-propagated")
     widget.correct_button.clicked.connect(lambda: widget.correct_from_prompts())
     widget.clicks_button = QPushButton("New clicks layer")
-    widget.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts)")
+    widget.clicks_button.setToolTip("A Points layer for clicks on the frame shown (then Add from prompts, "
+                                    "or Correct from prompts)")
     widget.clicks_button.clicked.connect(lambda: widget.add_clicks_layer())
     widget.negative_clicks = QCheckBox("Negative clicks (N)")
     widget.negative_clicks.setToolTip("Clicks made from now on in the clicks layers mark what is not the object "

@@ -118,12 +118,16 @@ def _prompt_object(session, frame: int, prompt) -> dict:
 
 def correct_from_prompt(session, obj: int, frame: int, prompt, token, direction: str, save_to=None):
     """Correct object ``obj`` on ``frame`` from one box / set of clicks: the model's prediction
-    there (``VideoSession.predict_mask``) becomes a locked keyframe, re-propagated from the frame
-    (one undo step). An empty prediction changes nothing (PromptError)."""
+    there (``VideoSession.predict_mask``, refining the object's mask there when the model was
+    trained to) becomes a locked keyframe, re-propagated from the frame (one undo step). An empty
+    prediction, or Cancel while the frame is encoded, changes nothing (PromptError / None)."""
     from src_model.errors import PromptError
 
     kwargs = _prompt_object(session, frame, prompt)
-    mask = session.predict_mask(**kwargs)
+    token.session = session
+    mask = session.predict_mask(**kwargs, obj=obj)
+    if token.cancelled:
+        return None
     if not mask.any():
         raise PromptError(f"the prompt on frame {frame} gives an empty mask; nothing was changed (draw the box "
                           "round the object, or click on it)")

@@ -62,7 +62,7 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
 
     def _set_busy(self, busy: bool) -> None:
         """Enable what can act now: nothing but Cancel while a job runs; otherwise re-propagate and
-        undo only with something to act on, remove only with an object selected."""
+        undo only with something to act on, remove and correct only with an object selected."""
         session = self.session
         has_objects = session is not None and bool(session.objects)
         picked = session is not None and self.objects.selected_object() is not None
@@ -286,11 +286,14 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
     def correct_from_prompts(self, obj: int | None = None) -> bool:
         """Correct the selected object on the current frame from one rectangle and/or set of clicks
         there: the model's mask from them is locked as a keyframe and re-propagated."""
-        obj = self.objects.selected_object() if obj is None else int(obj)
-        if self.session is None or obj is None:
-            show_warning("RefSAM: select the object to correct in the Objects table first.")
-            return False
         if self._refuse_if_busy():
+            return False
+        if self.session is None:
+            show_warning("RefSAM: nothing to correct yet; segment an object first.")
+            return False
+        obj = self.objects.selected_object() if obj is None else int(obj)
+        if obj is None:
+            show_warning("RefSAM: select the object to correct in the Objects table first.")
             return False
         frame = self._current_frame()
         prompts, skipped = collect_prompts(self.viewer.layers, self.video_layer, frame)
@@ -302,13 +305,15 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
                          f"found {found}.")
             return False
         session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
-        # The prompts stay on the frame, as SAM's do: one more click and a second press refine the
-        # same keyframe from all of them.
+        refine = (" A click and Correct from prompts again refine it." if session.model.refines_masks else "")
+
+        def end(result):
+            if frame in result.frames:  # the keyframe is set: its prompts go, as Add from prompts' do
+                consume(prompts)
+                if not result.cancelled and result.error is None:
+                    self.status.setText(f"Object {obj} corrected on frame {frame} and re-propagated.{refine}")
         return self._start(f"correcting object {obj} from prompts", lambda token: _jobs.correct_from_prompt(
-            session, obj, frame, prompts[0], token, direction, save_to),
-            on_done=lambda result: self.status.setText(
-                f"Object {obj} corrected on frame {frame} and re-propagated. Its prompts stay: add a click and "
-                "correct again to refine."))
+            session, obj, frame, prompts[0], token, direction, save_to), on_end=end)
 
     def add_clicks_layer(self):
         """A clicks layer over the selected video, selected and in add mode (None without a video);

@@ -20,7 +20,7 @@ predicts there from the prompt a user would draw for it ("box", "click", ...: ``
 of the ground truth, through ``VideoSession.predict_mask``) - the widget's "Correct from prompts".
 A frame where the object is absent is erased either way (no prompt says "nothing here"). A
 prediction no better on its frame than what was there (J) is undone, as a user seeing it would:
-the round is spent, the frame is left as it was and not picked again ("rejected").
+the round is spent, the frame is left as it was and not picked again ("rejected", not "corrected").
 
 Prompt objects (``prompt="box"`` / ``"click"`` / ``"clicks"`` / ``"click-neg"`` / ``"box-neg"``):
 instead of expressions, every annotated object is started from its ground-truth box (or one
@@ -63,8 +63,9 @@ def evaluate_expression(session, text: str, gt: np.ndarray | None, interactive: 
     gt: (T, H, W) bool ground truth of the referred object (None: predict only); correct_with and
     others ((T, H, W) bool, the other annotated objects): how rounds correct (module docstring).
     Returns {"mask": (T, H, W) bool text-only prediction, "rounds": [scores after round 0..K]
-    (fewer when the video has fewer than K frames to correct), "corrected": [frames corrected, in
-    order], "rejected": [those of them whose prompt correction was undone]}.
+    (fewer when the video has fewer than K frames to correct; from round 1 with the "frame" it
+    corrected and whether that was "undone"), "corrected": [frames corrected, in
+    order], "rejected": [frames whose prompt correction was undone (module docstring)]}.
     """
     return _propagate_and_score(session, session.add_object(text=text), gt, interactive, correct_with, others)
 
@@ -146,7 +147,8 @@ def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: in
                              others: np.ndarray | None = None, correct_with: str = "mask") -> dict | None:
     """Score one object started from a prompt (``prompt_from_mask``) on the first frame its ground
     truth shows it, propagated both ways (what "Add from prompts" does); None if it never shows.
-    others: (T, H, W) bool, the other annotated objects (where "click-neg" puts its negative click).
+    others: (T, H, W) bool, the other annotated objects (where "click-neg" and "box-neg" put their
+    negative click, on the first frame and in prompt corrections).
     Returns what ``evaluate_expression`` does, plus "frame": the prompted frame."""
     shown = np.flatnonzero(gt.reshape(len(gt), -1).any(1))
     if not len(shown):
@@ -157,13 +159,14 @@ def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: in
     return {**_propagate_and_score(session, obj, gt, interactive, correct_with, others), "frame": frame}
 
 
-def correction(session, frame: int, gt: np.ndarray, kind: str, others: np.ndarray | None = None) -> np.ndarray:
-    """The (H, W) bool mask a user's correction of ``frame`` locks, for ground truth ``gt`` there:
-    ``gt`` itself ("mask"), else the prediction from the prompt ``kind`` drawn for it (the module
-    docstring); an object absent there is erased."""
+def correction(session, obj: int, frame: int, gt: np.ndarray, kind: str, others: np.ndarray | None = None):
+    """The (H, W) bool mask a user's correction of ``obj`` on ``frame`` locks, for ground truth
+    ``gt`` there: ``gt`` itself ("mask"), else the prediction from the prompt ``kind`` drawn for it
+    (the module docstring; the object's mask there is refined when the model was trained to); an
+    object absent there is erased."""
     if kind == "mask" or not gt.any():
         return gt
-    return session.predict_mask(frame, **prompt_from_mask(gt, kind, others))
+    return session.predict_mask(frame, obj=obj, **prompt_from_mask(gt, kind, others))
 
 
 def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: int, correct_with: str = "mask",
@@ -177,24 +180,23 @@ def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: 
         rounds, corrected, rejected = [], [], []
         if gt is not None:
             rounds.append(_score(mask, gt))
-            current = mask
             for _ in range(int(interactive)):
                 js = np.asarray(rounds[-1]["J_per_frame"], dtype=float)
-                js[corrected] = np.inf  # a corrected frame is a locked keyframe
+                js[corrected + rejected] = np.inf  # a locked keyframe, or a frame the user has seen
                 if not np.isfinite(js).any():  # every frame corrected: no round left to run
                     break
                 worst = int(np.argmin(js))
-                corrected.append(worst)
-                fix = correction(session, worst, gt[worst], correct_with, None if others is None else others[worst])
+                fix = correction(session, obj, worst, gt[worst], correct_with,
+                                 None if others is None else others[worst])
                 if correct_with != "mask" and jaccard(fix, gt[worst]) <= js[worst]:
                     rejected.append(worst)  # undone: the frame keeps what it had (module docstring)
-                    rounds.append(rounds[-1])
+                    rounds.append({**rounds[-1], "frame": worst, "undone": True})
                     continue
+                corrected.append(worst)
                 session.set_mask(obj, worst, fix)
                 for _ in session.propagate(start=worst):
                     pass
-                current = np.asarray(session.labels) == obj
-                rounds.append(_score(current, gt))
+                rounds.append({**_score(np.asarray(session.labels) == obj, gt), "frame": worst, "undone": False})
         return {"mask": mask, "rounds": rounds, "corrected": corrected, "rejected": rejected}
     finally:
         session.remove_object(obj)
@@ -260,6 +262,7 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
     interactive round locks on the worst frame (module docstring).
 
     Returns {"J", "F", "J&F" (text only), "rounds": [{"round", "J", "F", "J&F"}] (0 = text only),
+    "corrections" (frames corrected, all rows), "rejected_corrections" (prompt corrections undone),
     "num_videos", "num_expressions", "per_expression": [...], "per_object": [...],
     "davis_sets": {set: {"J", "F", "J&F"}} (davis only)}.
     """
@@ -302,8 +305,9 @@ def evaluate_dataset(model, root, split: str | None = None, *, davis: bool = Fal
                     continue
                 for exp_id, text, obj_id in video.expressions:
                     known = labels is not None and obj_id is not None
+                    others = _others(labels, obj_id) if known and correct_with != "mask" else None
                     result = evaluate_expression(session, text, labels == obj_id if known else None, interactive,
-                                                 correct_with, _others(labels, obj_id) if known else None)
+                                                 correct_with, others)
                     if writer is not None:
                         writer.add(name, exp_id, video.frame_names, result["mask"])
                     if result["rounds"]:

@@ -76,6 +76,7 @@ class TrainOptions:
     prompt_dropout: float = 0.5
     keyframe_prob: float = 0.15
     box_prob: float = 0.0  # share of rows trained as box / click prompt objects (train_clip)
+    refine_prob: float = 0.0  # share of their anchors given a mask to correct (train_clip)
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
@@ -238,6 +239,8 @@ def train(opts: TrainOptions, model=None) -> dict:
         run_size = check_image_size(run_size, model.config.sam.patch_size)  # refused now, not at load time
     model.freeze_base(train_sam=train_sam)
     model.train()
+    if opts.refine_prob > 0 and opts.box_prob > 0:  # exported: the engine then sends an object's mask with its correction
+        model.refines_masks = True
     lrs = learning_rates(opts, train_sam)
     optimizer = build_optimizer(model, lrs, opts.weight_decay)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -298,7 +301,8 @@ def train(opts: TrainOptions, model=None) -> dict:
                 with autocast:
                     losses, logits = clip_forward(model, batch["frames"], batch["masks"], words, word_mask,
                                                   opts.prompt_dropout, opts.keyframe_prob, generator,
-                                                  clip_of_row=batch["clip"], box_prob=opts.box_prob)
+                                                  clip_of_row=batch["clip"], box_prob=opts.box_prob,
+                                                  refine_prob=opts.refine_prob)
                 (losses["loss"] / opts.accum).backward()
                 with torch.no_grad():
                     pred, gt = logits > 0, batch["masks"].to(logits.device)

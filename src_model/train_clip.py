@@ -12,6 +12,11 @@ inside it, sometimes a negative one next to it), without text or τ (the engine'
 later frame is an anchor again with probability ``anchor_prob``, else decoded from the previous
 frame's mask, perturbed, as mask prompt, that mask's box and τ (the engine's *step* for prompt
 objects). Without prompt rows the prompt encoder's box and point embeddings are never trained.
+
+Refinement (``refine_prob``): an anchor gets, with that probability, a mask to correct as a mask
+prompt besides its box / clicks - what "Correct from prompts" sends with the object's current mask
+on the frame: a near miss (the true mask shifted and grown or shrunk), another object's mask (the
+words found the wrong one), or nothing. The box / clicks say what is right.
 """
 from __future__ import annotations
 
@@ -148,11 +153,25 @@ def outside_clicks(masks: torch.Tensor, generator: torch.Generator) -> tuple[tor
     return torch.stack([index % width, index // width], 1).float().view(b, 1, 2).to(masks.device), labels
 
 
-def anchor_decode(model, feats: FrameFeatures, masks: torch.Tensor, generator: torch.Generator):
+def masks_to_correct(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What a correction starts from, for true masks (B, H, W) bool (one draw for the batch): a
+    near miss (``perturb_masks`` at strength 6), another row's mask (the wrong object; nothing when
+    B is 1), or nothing."""
+    kind = int(torch.randint(0, 3, (1,), generator=generator))
+    if kind == 0:
+        return perturb_masks(masks, generator, strength=6)
+    if kind == 1 and masks.shape[0] > 1:
+        return masks.roll(1, 0)
+    return torch.zeros_like(masks)
+
+
+def anchor_decode(model, feats: FrameFeatures, masks: torch.Tensor, generator: torch.Generator,
+                  refine_prob: float = 0.0):
     """The engine's *anchor* for B objects with masks (B, H, W) on this frame: a jittered box, a box
-    and clicks, or clicks (one draw for the batch), no text, no τ, no mask prompt. Clicks are 1-3
-    positive ones on the object and, half the time, a negative one next to it - what a user adds
-    to keep a neighbour or the background out."""
+    and clicks, or clicks (one draw for the batch), no text, no τ and, unless refining (module
+    docstring; probability ``refine_prob``), no mask prompt. Clicks are 1-3 positive ones on the
+    object and, half the time, a negative one next to it - what a user adds to keep a neighbour or
+    the background out."""
     b, h, w = masks.shape
     mode = int(torch.randint(0, 3, (1,), generator=generator))  # box / box + clicks / clicks
     boxes = None
@@ -167,11 +186,14 @@ def anchor_decode(model, feats: FrameFeatures, masks: torch.Tensor, generator: t
             negative, negative_labels = outside_clicks(masks, generator)
             coords, labels = torch.cat([coords, negative], 1), torch.cat([labels, negative_labels], 1)
         points = (model.transform_coords(coords, feats.original_size), labels)
-    return model.decode(feats, boxes=boxes, points=points)
+    mask_prompt = None
+    if refine_prob > 0 and bool(torch.rand(1, generator=generator) < refine_prob):  # no draw at 0: old runs' stream
+        mask_prompt = model.mask_to_prompt(masks_to_correct(masks, generator), feats.input_size)
+    return model.decode(feats, boxes=boxes, points=points, mask_prompt=mask_prompt)
 
 
 def prompt_rows_forward(model, embedding, hier, input_size, original_size, masks, generator,
-                        anchor_prob: float = 0.5) -> torch.Tensor:
+                        anchor_prob: float = 0.5, refine_prob: float = 0.0) -> torch.Tensor:
     """Frame logits (B, T, H, W) of B prompt objects decoded as the engine does (module docstring).
 
     embedding/hier (B, T, ...) per row; masks bool (B, T, H, W), every row visible on frame 0.
@@ -190,7 +212,7 @@ def prompt_rows_forward(model, embedding, hier, input_size, original_size, masks
         parts = []
         if bool(anchor.any()):
             rows = anchor.nonzero()[:, 0].to(device)
-            parts.append((rows, anchor_decode(model, feats.select(rows), masks[rows, i], generator)))
+            parts.append((rows, anchor_decode(model, feats.select(rows), masks[rows, i], generator, refine_prob)))
         if not bool(anchor.all()):
             previous = perturb_masks(masks[:, i - 1], generator)
             boxes, has = mask_boxes(previous)
@@ -209,7 +231,8 @@ def prompt_rows_forward(model, embedding, hier, input_size, original_size, masks
 
 def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
                  prompt_dropout: float, keyframe_prob: float, generator: torch.Generator,
-                 clip_of_row: torch.Tensor | None = None, box_prob: float = 0.0) -> tuple[dict, torch.Tensor]:
+                 clip_of_row: torch.Tensor | None = None, box_prob: float = 0.0,
+                 refine_prob: float = 0.0) -> tuple[dict, torch.Tensor]:
     """Loss of R rows (object + expression) of B clips, decoded online with the track token
     carried (not detached) over the frames. Each clip is encoded once, whatever its rows.
 
@@ -242,7 +265,7 @@ def clip_forward(model, frames: torch.Tensor, masks: torch.Tensor, words: torch.
             index = rows.to(embedding.device)
             if as_prompt:
                 part = prompt_rows_forward(model, embedding[index], hier[index], input_size, original_size,
-                                           masks[index], generator)
+                                           masks[index], generator, refine_prob=refine_prob)
             else:
                 part = text_rows_forward(model, embedding[index], hier[index], input_size, original_size,
                                          text.select(index), masks[index], prompt_dropout, keyframe_prob, generator)

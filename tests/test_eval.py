@@ -62,35 +62,54 @@ def test_gt_corrections_lock_the_worst_frames(tiny_model, small_split):
 
 
 @pytest.mark.parametrize("kind", ["box", "click-neg"])
-def test_prompt_corrections_lock_the_models_prediction_from_the_users_prompt(tiny_model, small_split, kind):
-    """--correct-with box / click-neg: each round predicts, on the worst frame, from that prompt
-    drawn for the ground truth (predict_mask, as Correct from prompts does) and locks it when it is
-    better there than what the frame had; otherwise the round is spent and the frame left as it was."""
+def test_prompt_corrections_lock_the_models_prediction_from_the_users_prompt(tiny_model, small_split, kind,
+                                                                              monkeypatch):
+    """--correct-with box / click-neg: each round predicts, on the worst frame not yet tried, from that
+    prompt drawn for the ground truth (predict_mask, as Correct from prompts does) and locks it when
+    it is better there than what the frame had; otherwise the round is spent and nothing is locked."""
     from src_model.data.ytvos import read_dataset
     from src_model.metrics import jaccard
     from src_model.video.session import VideoSession
 
-    kept, undone = 0, 0
+    kept = undone = 0
     for video in read_dataset(small_split, "valid").values():
         labels = video.load_labels()
         for _, text, obj in video.expressions:
             gt, others = labels == obj, (labels != obj) & (labels != 0)
             with VideoSession(tiny_model, video.load_frames()) as session:
+                locked = []
+                set_mask = session.set_mask
+                monkeypatch.setattr(session, "set_mask", lambda o, t, m: locked.append((t, m)) or set_mask(o, t, m))
                 result = evaluate_expression(session, text, gt, interactive=2, correct_with=kind, others=others)
-                rounds, corrected = result["rounds"], result["corrected"]
-                assert len(rounds) == 3 and len(set(corrected)) == 2 and set(result["rejected"]) <= set(corrected)
-                for r, frame in enumerate(corrected, start=1):
+                rounds = result["rounds"]
+                tried = [r["frame"] for r in rounds[1:]]
+                assert len(rounds) == 3 and len(set(tried)) == 2
+                assert result["corrected"] == [r["frame"] for r in rounds[1:] if not r["undone"]]
+                assert result["rejected"] == [r["frame"] for r in rounds[1:] if r["undone"]]
+                assert [t for t, _ in locked] == result["corrected"]  # only what was kept was locked
+                for r, frame in enumerate(tried, start=1):
                     predicted = (session.predict_mask(frame, **prompt_from_mask(gt[frame], kind, others[frame]))
                                  if gt[frame].any() else np.zeros_like(gt[frame]))
                     before = rounds[r - 1]["J_per_frame"][frame]
-                    if frame in result["rejected"]:
+                    if rounds[r]["undone"]:
                         undone += 1
-                        assert jaccard(predicted, gt[frame]) <= before and rounds[r] == rounds[r - 1]
+                        assert jaccard(predicted, gt[frame]) <= before
+                        assert rounds[r]["J_per_frame"] == rounds[r - 1]["J_per_frame"]
                     else:
                         kept += 1
+                        assert np.array_equal(dict(locked)[frame], predicted)
                         assert rounds[r]["J_per_frame"][frame] == pytest.approx(jaccard(predicted, gt[frame]))
                         assert rounds[r]["J_per_frame"][frame] > before
     assert kept and undone  # both paths ran (random weights: predictions help on some frames, not others)
+
+
+def test_summaries_count_the_corrections_kept_and_undone():
+    rows = [{"video": "v", "obj_id": 1, "J": 0.5, "F": 0.5, "J&F": 0.5, "corrected": [3, 1], "rejected": [0],
+             "rounds": [{"J": 0.5, "F": 0.5, "J&F": 0.5}] * 4},
+            {"video": "v", "obj_id": 2, "J": 0.7, "F": 0.7, "J&F": 0.7, "corrected": [], "rejected": [2, 4, 5],
+             "rounds": [{"J": 0.7, "F": 0.7, "J&F": 0.7}] * 4}]
+    out = summarize(rows, 1, davis=False, interactive=3)
+    assert out["corrections"] == 2 and out["rejected_corrections"] == 4
 
 
 def test_prompts_from_a_mask_are_its_tight_box_and_a_click_on_it():
@@ -181,10 +200,15 @@ def test_eval_cli_json(tiny_model, small_split, tmp_path, capsys):
                "--output", str(tmp_path / "result.json")])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["num_videos"] == 1 and len(printed["rounds"]) == 2
+    assert printed["num_videos"] == 1 and len(printed["rounds"]) == 2 and printed["correct_with"] == "mask"
     assert json.loads((tmp_path / "result.json").read_text())["J&F"] == printed["J&F"]
     assert printed["image_size"] == tiny_model.config.sam.image_size
     assert main(["eval", "--data", str(tmp_path / "nothing"), "--model", str(weights)]) == 2
+    assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
+                 "--max-videos", "1", "--interactive", "2", "--correct-with", "box"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3].startswith("after 1 correction(s) from box prompts: J ")
+    assert lines[-1].endswith("corrections undone: the mask from the prompt was no better on its frame")
     # --image-size runs the encoder at another input size, and says so; a size off the patch grid is refused.
     assert main(["eval", "--data", str(small_split), "--split", "valid", "--model", str(weights), "--device", "cpu",
                  "--max-videos", "1", "--json", "--image-size", "64"]) == 0

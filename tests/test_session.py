@@ -449,8 +449,9 @@ def test_a_session_runs_inside_and_outside_torch_inference_mode(make):
     populate(plain)
     for inside_first in (True, False):
         s = make(cache_dir=None)
-        a, b, c = (s.add_object(text="the red circle"), s.add_object(text="a small square on the left"),
-                   s.add_object(frame=4, box=(20, 10, 60, 40)))
+        s.add_object(text="the red circle")
+        s.add_object(text="a small square on the left")
+        c = s.add_object(frame=4, box=(20, 10, 60, 40))
         modes = [torch.inference_mode(), torch.inference_mode(False)][:: 1 if inside_first else -1]
         with modes[0]:
             list(s.propagate(start=4, direction="forward", obj_ids=[c]))  # frames 4.. only
@@ -481,14 +482,20 @@ def test_predict_mask_is_the_anchor_decode_and_changes_nothing(make):
     assert 0 < from_box.sum() < H * W  # a mask to compare, not an empty or a full frame
 
 
-def test_a_correction_from_a_box_is_a_locked_keyframe(make):
+def test_predict_mask_refines_the_objects_mask_only_with_weights_trained_for_it(make, tiny_model, spy, monkeypatch):
     s = make()
     a, b, c = populate(s)
-    mask = s.predict_mask(5, box=(10, 5, 50, 30))
-    s.set_mask(a, 5, mask)
-    list(s.propagate(start=5))
-    assert np.array_equal(s.keyframe_mask(a, 5), mask)
-    check_keyframes(s)
+    box = (20, 10, 60, 40)
+    calls = spy(tiny_model)
+    assert np.array_equal(s.predict_mask(4, box=box, obj=a), s.predict_mask(4, box=box))
+    assert calls[0]["mask_prompt"] is None and calls[1]["mask_prompt"] is None
+    monkeypatch.setattr(tiny_model, "refines_masks", True)
+    s.predict_mask(4, box=box, obj=a)
+    expected = tiny_model.mask_to_prompt(torch.from_numpy(s.labels[4] == a)[None], s.cache.get(4).input_size)
+    assert torch.equal(calls[2]["mask_prompt"], expected)  # the object's mask there, to refine
+    monkeypatch.setattr(tiny_model, "refines_masks", False)
+    with pytest.raises(PromptError, match="unknown object"):
+        s.predict_mask(4, box=box, obj=99)
 
 
 def test_predict_mask_refuses_bad_prompts_and_stays_usable(make):

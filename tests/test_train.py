@@ -112,7 +112,7 @@ def test_from_scratch_trains_every_sam_part(tmp_path, text_encoder):
     assert any(k.startswith("sam.image_encoder.") for k in changed)
     assert not [k for k in changed if k.startswith("text_encoder.")]
     config, state = read_refsam_file(tmp_path / "run" / "refsam.safetensors")
-    assert tuple(config["parts"]) == ALL_PARTS and config["trained_from_scratch"]
+    assert tuple(config["parts"]) == ALL_PARTS and config["trained_from_scratch"] and not config["refines_masks"]
     assert any(k.startswith("sam.image_encoder.") for k in state)
     reloaded = load_refsam(tmp_path / "run" / "refsam.safetensors", text_encoder=text_encoder, device="cpu")
     assert torch.equal(reloaded.state_dict()["itm.norm3.weight"], model.state_dict()["itm.norm3.weight"])
@@ -139,8 +139,9 @@ def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
     out = tmp_path / "run"
     common = ["train", "--data", str(tmp_path / "data"), "--split", "train", "--steps", "1", "--batch-size", "1",
               "--accum", "2", "--num-frames", "2", "--device", "cpu", "--no-progress"]
+    assert main([*common, "--refine-prob", "0.5", "--out", str(tmp_path / "r")]) == 2  # needs --box-prob
     rc = main([*common, "--image-size", "64", "--from-scratch", "--inference-image-size", "128", "--out", str(out),
-               "--export", str(tmp_path / "m.safetensors")])
+               "--export", str(tmp_path / "m.safetensors"), "--box-prob", "0.5", "--refine-prob", "0.5"])
     assert rc == 0
     assert (out / "checkpoint.pt").is_file() and (tmp_path / "m.safetensors").is_file()
     assert main(["train", "--data", str(tmp_path / "missing"), "--steps", "1", "--out", str(out)]) == 2
@@ -154,6 +155,7 @@ def test_training_on_a_dataset_folder_via_the_cli(tmp_path):
     for name in ("m", "ft"):
         config, _ = read_refsam_file(tmp_path / f"{name}.safetensors")
         assert config["inference_image_size"] == 128 and config["config"]["sam"]["image_size"] == 64
+        assert config["refines_masks"]  # trained to correct masks, and carried on by the fine-tuning
     # Fine-tuning without --from-scratch freezes SAM; no official checkpoint holds it, so the export
     # keeps it: the fine-tuned file runs the very same image encoder.
     (_, base), (config, tuned) = (read_refsam_file(tmp_path / f"{n}.safetensors") for n in ("m", "ft"))
@@ -674,3 +676,39 @@ def test_prompt_rows_train_the_box_and_click_embeddings_text_rows_do_not(tiny_mo
     assert any(used[1] for used in prompted) and any(used[2] and used[3] for used in prompted)
     assert any(used[0] for used in prompted)  # a negative click now and then
     tiny_model.zero_grad()
+
+
+def test_refinement_anchors_get_a_mask_to_correct(tiny_model, monkeypatch):
+    """refine_prob: an anchor also gets a mask prompt of what a correction starts from - a near miss,
+    another object's mask or nothing - and at 0 it gets none (the old runs' anchors)."""
+    from src_model.modeling.refsam import FrameFeatures
+    from src_model.train_clip import anchor_decode, masks_to_correct
+
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 35:60, 30:50] = True
+    kinds = set()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        start = masks_to_correct(masks, generator)
+        if not start.any():
+            kinds.add("nothing")
+        elif torch.equal(start, masks.roll(1, 0)):
+            kinds.add("another object")
+        else:
+            kinds.add("near miss")
+            overlap = (start & masks).flatten(1).sum(1) / masks.flatten(1).sum(1)
+            assert bool((overlap > 0.3).any())  # shifted and grown or shrunk by a few pixels, not elsewhere
+    assert kinds == {"nothing", "another object", "near miss"}
+
+    seen = []
+    decode = tiny_model.decode
+    monkeypatch.setattr(tiny_model, "decode", lambda *a, **k: seen.append(k.get("mask_prompt")) or decode(*a, **k))
+    frames = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    with torch.no_grad():
+        images, input_size, original_size = tiny_model.preprocess(frames)
+        embedding, hier = tiny_model.encode_images(images)
+        feats = FrameFeatures(embedding.expand(2, -1, -1, -1), hier.expand(2, -1, -1, -1), input_size, original_size)
+        for refine_prob in (1.0, 0.0):
+            anchor_decode(tiny_model, feats, masks, torch.Generator().manual_seed(1), refine_prob)
+    assert seen[0] is not None and seen[0].shape[0] == 2 and seen[1] is None

@@ -126,9 +126,10 @@ def _print_scores(args, result: dict) -> None:
     how = "" if args.correct_with == "mask" else f" from {args.correct_with} prompts"
     for r in result["rounds"][1:]:
         print(f"after {r['round']} correction(s){how}: J {r['J']:.4f}  F {r['F']:.4f}  J&F {r['J&F']:.4f}")
-    if args.correct_with != "mask" and result["corrections"]:
-        print(f"{result['rejected_corrections']} of {result['corrections']} corrections undone: the mask from the "
-              "prompt was no better on its frame")
+    tried = result["corrections"] + result["rejected_corrections"]
+    if args.correct_with != "mask" and tried:
+        print(f"{result['rejected_corrections']} of {tried} corrections undone: the mask from the prompt was no "
+              "better on its frame")
     done = max(len(result["rounds"]) - 1, 0)
     if result["num_expressions"] and done < args.interactive:
         print(f"--interactive {args.interactive}: only {done} round(s) run: by then every frame of every "

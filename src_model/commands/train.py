@@ -49,6 +49,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--box-prob", type=float, default=0.0,
                         help="share of objects trained as box / click prompts instead of text (what "
                              "'Add from prompts' and --box use); 0 trains the text path only")
+    parser.add_argument("--refine-prob", type=float, default=0.0,
+                        help="share of the prompt objects' box / click frames that also get a mask to correct "
+                             "(a near miss, another object's mask, or nothing): what 'Correct from prompts' sends")
     parser.add_argument("--out", default="runs/refsam", help="folder for checkpoint.pt, refsam.safetensors, train_log.csv")
     parser.add_argument("--export", default=None, help="also write the weights here at every save")
     parser.add_argument("--export-fp16", action="store_true", help="write --export in half precision")
@@ -86,9 +89,11 @@ def options_from_args(args):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive multiple of the patch size, "
                              f"got {getattr(args, name)}")
-    for name in ("prompt_dropout", "keyframe_prob", "box_prob"):
+    for name in ("prompt_dropout", "keyframe_prob", "box_prob", "refine_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.refine_prob > 0 and args.box_prob == 0:
+        raise ValueError("--refine-prob trains the prompt objects' corrections; give --box-prob too (e.g. 0.3)")
     if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
         raise ValueError(f"--max-minutes must be a number > 0, got {args.max_minutes}")
     if args.warmup < 0 or not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
@@ -110,6 +115,7 @@ def options_from_args(args):
         lrs={part: getattr(args, f"lr_{part}") for part in _LR_FLAGS}, weight_decay=args.weight_decay,
         warmup=args.warmup, schedule=args.schedule, clip_grad=args.clip_grad,
         prompt_dropout=args.prompt_dropout, keyframe_prob=args.keyframe_prob, box_prob=args.box_prob,
+        refine_prob=args.refine_prob,
         device=args.device, precision=args.precision,
         threads=args.threads, workers=args.workers, log_every=args.log_every, save_every=args.save_every, export=args.export,
         export_fp16=args.export_fp16, resume=args.resume, overwrite=args.overwrite, seed=args.seed, progress=not args.no_progress,

@@ -275,7 +275,7 @@ def test_correct_from_prompts_locks_the_models_mask_for_the_selected_object(make
                                                                             tiny_model, notes):
     """Select an object, draw a rectangle on a later frame, Correct from prompts: the model's mask
     from the rectangle is that object's keyframe there, the frames after it are re-propagated,
-    the rectangle stays (to refine with clicks), and one Undo takes it all back."""
+    the rectangle is used up (as Add from prompts' are), and one Undo takes it all back."""
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
     segment(qtbot, widget, "the red circle")
@@ -295,7 +295,7 @@ def test_correct_from_prompts_locks_the_models_mask_for_the_selected_object(make
     shown = np.asarray(widget.labels_layer.data)
     assert np.array_equal(shown[frame] == 1, expected) and np.array_equal(shown, session.labels)
     assert not np.array_equal(shown[frame + 1:], before[frame + 1:])  # re-propagated from the keyframe
-    assert len(shapes.data) == 1 and "corrected on frame 5" in widget.status.text()
+    assert len(shapes.data) == 0 and widget.status.text() == "Object 1 corrected on frame 5 and re-propagated."
     widget.undo()
     wait_idle(qtbot, widget)
     assert session.keyframes == {1: []} and np.array_equal(np.asarray(widget.labels_layer.data), before)
@@ -304,6 +304,8 @@ def test_correct_from_prompts_locks_the_models_mask_for_the_selected_object(make
 def test_correct_from_prompts_needs_one_prompt_and_an_object(make_napari_viewer, qtbot, mp4, tiny_model, notes):
     viewer = make_napari_viewer()
     widget = open_with_widget(viewer, mp4, tiny_model)
+    assert not widget.correct_from_prompts()
+    assert "nothing to correct yet; segment an object first" in notes.messages()
     segment(qtbot, widget, "the red circle")
     labels = np.asarray(widget.labels_layer.data).copy()
     viewer.dims.set_current_step(0, 4)
