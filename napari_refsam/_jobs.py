@@ -118,14 +118,14 @@ def _prompt_object(session, frame: int, prompt) -> dict:
 
 def correct_from_prompt(session, obj: int, frame: int, prompt, token, direction: str, save_to=None):
     """Correct object ``obj`` on ``frame`` from one box / set of clicks: the model's prediction
-    there (``VideoSession.predict_mask``, refining the object's mask there when the model was
-    trained to) becomes a locked keyframe, re-propagated from the frame (one undo step). An empty
-    prediction, or Cancel while the frame is encoded, changes nothing (PromptError / None)."""
+    there (``VideoSession.predict_mask``) becomes a locked keyframe, re-propagated from the frame
+    (one undo step). An empty prediction, or Cancel while the frame is encoded, changes nothing
+    (PromptError / None)."""
     from src_model.errors import PromptError
 
     kwargs = _prompt_object(session, frame, prompt)
     token.session = session
-    mask = session.predict_mask(**kwargs, obj=obj)
+    mask = session.predict_mask(**kwargs)
     if token.cancelled:
         return None
     if not mask.any():

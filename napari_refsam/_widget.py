@@ -305,13 +305,12 @@ class RefSAMWidget(SessionLifetime, SessionRestore, PaintCorrections, DatasetExp
                          f"found {found}.")
             return False
         session, direction, save_to = self.session, self.direction.currentText(), self.autosave_file()
-        refine = (" A click and Correct from prompts again refine it." if session.model.refines_masks else "")
 
         def end(result):
             if frame in result.frames:  # the keyframe is set: its prompts go, as Add from prompts' do
                 consume(prompts)
                 if not result.cancelled and result.error is None:
-                    self.status.setText(f"Object {obj} corrected on frame {frame} and re-propagated.{refine}")
+                    self.status.setText(f"Object {obj} corrected on frame {frame} and re-propagated.")
         return self._start(f"correcting object {obj} from prompts", lambda token: _jobs.correct_from_prompt(
             session, obj, frame, prompts[0], token, direction, save_to), on_end=end)
 

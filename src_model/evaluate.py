@@ -159,14 +159,13 @@ def evaluate_prompted_object(session, gt: np.ndarray, kind: str, interactive: in
     return {**_propagate_and_score(session, obj, gt, interactive, correct_with, others), "frame": frame}
 
 
-def correction(session, obj: int, frame: int, gt: np.ndarray, kind: str, others: np.ndarray | None = None):
-    """The (H, W) bool mask a user's correction of ``obj`` on ``frame`` locks, for ground truth
-    ``gt`` there: ``gt`` itself ("mask"), else the prediction from the prompt ``kind`` drawn for it
-    (the module docstring; the object's mask there is refined when the model was trained to); an
-    object absent there is erased."""
+def correction(session, frame: int, gt: np.ndarray, kind: str, others: np.ndarray | None = None) -> np.ndarray:
+    """The (H, W) bool mask a user's correction of ``frame`` locks, for ground truth ``gt`` there:
+    ``gt`` itself ("mask"), else the prediction from the prompt ``kind`` drawn for it (the module
+    docstring); an object absent there is erased."""
     if kind == "mask" or not gt.any():
         return gt
-    return session.predict_mask(frame, obj=obj, **prompt_from_mask(gt, kind, others))
+    return session.predict_mask(frame, **prompt_from_mask(gt, kind, others))
 
 
 def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: int, correct_with: str = "mask",
@@ -186,8 +185,7 @@ def _propagate_and_score(session, obj: int, gt: np.ndarray | None, interactive: 
                 if not np.isfinite(js).any():  # every frame corrected: no round left to run
                     break
                 worst = int(np.argmin(js))
-                fix = correction(session, obj, worst, gt[worst], correct_with,
-                                 None if others is None else others[worst])
+                fix = correction(session, worst, gt[worst], correct_with, None if others is None else others[worst])
                 if correct_with != "mask" and jaccard(fix, gt[worst]) <= js[worst]:
                     rejected.append(worst)  # undone: the frame keeps what it had (module docstring)
                     rounds.append({**rounds[-1], "frame": worst, "undone": True})

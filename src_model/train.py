@@ -239,8 +239,6 @@ def train(opts: TrainOptions, model=None) -> dict:
         run_size = check_image_size(run_size, model.config.sam.patch_size)  # refused now, not at load time
     model.freeze_base(train_sam=train_sam)
     model.train()
-    if opts.refine_prob > 0 and opts.box_prob > 0:  # exported: the engine then sends an object's mask with its correction
-        model.refines_masks = True
     lrs = learning_rates(opts, train_sam)
     optimizer = build_optimizer(model, lrs, opts.weight_decay)
     params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -157,8 +157,7 @@ def export_weights(model, path: Path, train_sam: bool, fp16: bool, step: int,
 
         half = copy.deepcopy(model).half()
         model = half
-    extra = {"trained_steps": step, "trained_from_scratch": train_sam,
-             "refines_masks": bool(getattr(model, "refines_masks", False))}
+    extra = {"trained_steps": step, "trained_from_scratch": train_sam}
     if inference_image_size:
         extra["inference_image_size"] = int(inference_image_size)
     save_refsam(model, path, parts=parts, extra=extra)

@@ -14,9 +14,10 @@ frame's mask, perturbed, as mask prompt, that mask's box and τ (the engine's *s
 objects). Without prompt rows the prompt encoder's box and point embeddings are never trained.
 
 Refinement (``refine_prob``): an anchor gets, with that probability, a mask to correct as a mask
-prompt besides its box / clicks - what "Correct from prompts" sends with the object's current mask
-on the frame: a near miss (the true mask shifted and grown or shrunk), another object's mask (the
-words found the wrong one), or nothing. The box / clicks say what is right.
+prompt besides its box / clicks, as SAM refines its previous mask: a near miss (the true mask
+shifted and grown or shrunk), another object's mask (the words found the wrong one), or nothing.
+The box / clicks say what is right. Tried for the bundled model (stage 7, its README); the engine
+does not send such a mask, as the prompt alone measured better.
 """
 from __future__ import annotations
 

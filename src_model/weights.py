@@ -195,10 +195,8 @@ def load_refsam(weights: str | os.PathLike | None = "default", *, preset: str | 
     if bf16 == "auto":
         bf16 = "auto" if model.device.type == "cuda" else False
     model.enable_bf16(bf16)
-    # What the file recommends and what it was trained for are kept on the model, so a fine-tuned
-    # export carries them on.
+    # What the file recommends is kept on the model, so a fine-tuned export can carry it on.
     model.inference_image_size = (file_config or {}).get("inference_image_size")
-    model.refines_masks = bool((file_config or {}).get("refines_masks", False))
     if image_size is None:
         image_size = model.inference_image_size
     if image_size is not None:

@@ -482,22 +482,6 @@ def test_predict_mask_is_the_anchor_decode_and_changes_nothing(make):
     assert 0 < from_box.sum() < H * W  # a mask to compare, not an empty or a full frame
 
 
-def test_predict_mask_refines_the_objects_mask_only_with_weights_trained_for_it(make, tiny_model, spy, monkeypatch):
-    s = make()
-    a, b, c = populate(s)
-    box = (20, 10, 60, 40)
-    calls = spy(tiny_model)
-    assert np.array_equal(s.predict_mask(4, box=box, obj=a), s.predict_mask(4, box=box))
-    assert calls[0]["mask_prompt"] is None and calls[1]["mask_prompt"] is None
-    monkeypatch.setattr(tiny_model, "refines_masks", True)
-    s.predict_mask(4, box=box, obj=a)
-    expected = tiny_model.mask_to_prompt(torch.from_numpy(s.labels[4] == a)[None], s.cache.get(4).input_size)
-    assert torch.equal(calls[2]["mask_prompt"], expected)  # the object's mask there, to refine
-    monkeypatch.setattr(tiny_model, "refines_masks", False)
-    with pytest.raises(PromptError, match="unknown object"):
-        s.predict_mask(4, box=box, obj=99)
-
-
 def test_predict_mask_refuses_bad_prompts_and_stays_usable(make):
     s = make()
     for message, call in (

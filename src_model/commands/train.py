@@ -51,7 +51,8 @@ def add_arguments(parser) -> None:
                              "'Add from prompts' and --box use); 0 trains the text path only")
     parser.add_argument("--refine-prob", type=float, default=0.0,
                         help="share of the prompt objects' box / click frames that also get a mask to correct "
-                             "(a near miss, another object's mask, or nothing): what 'Correct from prompts' sends")
+                             "as a mask prompt (a near miss, another object's mask, or nothing); SAM-style "
+                             "refinement, tried for the bundled model but not used by the engine")
     parser.add_argument("--out", default="runs/refsam", help="folder for checkpoint.pt, refsam.safetensors, train_log.csv")
     parser.add_argument("--export", default=None, help="also write the weights here at every save")
     parser.add_argument("--export-fp16", action="store_true", help="write --export in half precision")

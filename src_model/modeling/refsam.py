@@ -52,7 +52,6 @@ class RefSAM(nn.Module):
         self.text_encoder = text_encoder
         # False for plain SAM weights with untrained RefSAM heads: text objects are then refused.
         self.heads_trained = True
-        self.refines_masks = False  # trained to correct a mask prompt with a box / clicks (train_clip)
         # Runtime speed options (issue 7); none of them is saved with the weights.
         self.native_config = config  # what save_refsam writes; config differs after set_image_size
         self.encoder_dtype: torch.dtype | None = None  # bf16 autocast of the image encoder

@@ -222,13 +222,12 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
     return result
 
 
-def decode_prompt(model, feats, prompt: dict, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
+def decode_prompt(model, feats, prompt: dict, threshold: float) -> np.ndarray:
     """(H, W) bool mask of a box/points ``prompt`` ({box, points, labels}, checked) on one frame:
-    the anchor decode of a prompt object (no τ), thresholded as ``resolve`` does; ``mask`` (H, W)
-    bool, a mask to refine, goes in as a mask prompt."""
+    the anchor decode of a prompt object (no τ, no mask prompt), thresholded as ``resolve`` does."""
     points = None if prompt["points"] is None else (prompt["points"], prompt["labels"])
     with torch.inference_mode():
-        result = decode_jobs(model, feats, [Job(0, PROMPT, True, box=prompt["box"], points=points, mask=mask)])
+        result = decode_jobs(model, feats, [Job(0, PROMPT, True, box=prompt["box"], points=points)])
         return _above(result.logits[0], threshold)
 
 

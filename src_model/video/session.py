@@ -146,24 +146,18 @@ class VideoSession:
                 self._set_keyframe(obj, frame, first_mask, edit)
             return obj.id
 
-    def predict_mask(self, frame: int, box=None, points=None, labels=None, obj: int | None = None) -> np.ndarray:
+    def predict_mask(self, frame: int, box=None, points=None, labels=None) -> np.ndarray:
         """SAM's one-shot prediction on ``frame`` from a box and/or clicks (as ``add_object`` takes
         them) -> (H, W) bool; the frame is encoded if not cached. Changes nothing: a correction is
-        ``set_mask(obj, frame, session.predict_mask(frame, ..., obj=obj))``, a locked keyframe.
-        With ``obj``, its mask on the frame goes in too, as the mask to refine, when the model was
-        trained for that (``model.refines_masks``); other weights take the prompt alone."""
+        ``set_mask(obj, frame, session.predict_mask(frame, ...))``, a locked keyframe."""
         if box is None and points is None:
             raise PromptError("predict_mask needs box= and/or points= (with labels=)")
         _, frame, prompt, _ = check_add_arguments(None, frame, box, points, labels, None, self.num_frames,
                                                   *self.frame_shape)
-        target = None if obj is None else self._object(obj)
         try:
             feats = self.cache.get(frame)  # may encode: outside the lock, as in a run
-            with self._lock:  # model, cache and labels stay as they are while it decodes
-                current = None
-                if target is not None and self.model.refines_masks:
-                    current = np.asarray(self._store.read(frame)) == target.id
-                return decode_prompt(self.model, feats, prompt, self.mask_threshold, current)
+            with self._lock:  # the model and its cache stay as they are while it decodes
+                return decode_prompt(self.model, feats, prompt, self.mask_threshold)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             raise device_error(exc, f"decoding frame {frame}") from exc
 
