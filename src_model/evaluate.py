@@ -11,7 +11,7 @@ expression sets, then the mean of the four sets (objects are matched by their an
 which is what the unsupervised DAVIS matching finds for referring predictions).
 
 Interactive rounds (``interactive=K``): start from the text-only result, then K times replace
-the worst frame (lowest J, not yet corrected) with its ground-truth mask (``set_mask``) and
+the worst frame (lowest J, not yet tried) with its ground-truth mask (``set_mask``) and
 re-propagate from it; J, F, J&F are reported after every round. A video has no frame left to
 correct after as many rounds as it has frames: its last scores count in later rounds, and the
 dataset's rounds stop at the longest video's frame count. ``correct_with`` says what a round puts

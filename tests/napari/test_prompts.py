@@ -318,3 +318,22 @@ def test_correct_from_prompts_needs_one_prompt_and_an_object(make_napari_viewer,
     assert not widget.correct_from_prompts()
     assert "draw one rectangle and/or clicks on frame 4; found 2" in notes.messages()
     assert widget.session.keyframes == {1: []} and np.array_equal(np.asarray(widget.labels_layer.data), labels)
+
+
+def test_correct_from_prompts_takes_clicks_alone(make_napari_viewer, qtbot, mp4, tiny_model):
+    """A green and a red click (no rectangle) on a frame correct the selected object there."""
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget, "the red circle")
+    viewer.dims.set_current_step(0, 4)
+    widget.add_clicks_layer()
+    clicks = viewer.layers.selection.active
+    clicks.add([[4, 30, 40]])
+    widget.negative_clicks.setChecked(True)
+    clicks.add([[4, 10, 80]])
+    widget.objects.selectRow(0)
+    assert widget.correct_from_prompts()
+    wait_idle(qtbot, widget)
+    expected = widget.session.predict_mask(4, points=[(40.0, 30.0), (80.0, 10.0)], labels=[1, 0])
+    assert widget.session.keyframes == {1: [4]}
+    assert np.array_equal(widget.session.keyframe_mask(1, 4), expected) and len(clicks.data) == 0
