@@ -222,12 +222,18 @@ def decode_jobs(model, feats, jobs: list[Job], frame: int | None = None, cache=N
     return result
 
 
+def anchor_job(obj_id: int, kind: str, prompt: dict) -> Job:
+    """The anchor decode of a box/points ``prompt`` ({box, points, labels}): SAM's prompt path, no
+    τ, no mask prompt."""
+    points = None if prompt.get("points") is None else (prompt["points"], prompt["labels"])
+    return Job(obj_id, kind, True, box=prompt.get("box"), points=points)
+
+
 def decode_prompt(model, feats, prompt: dict, threshold: float) -> np.ndarray:
-    """(H, W) bool mask of a box/points ``prompt`` ({box, points, labels}, checked) on one frame:
-    the anchor decode of a prompt object (no τ, no mask prompt), thresholded as ``resolve`` does."""
-    points = None if prompt["points"] is None else (prompt["points"], prompt["labels"])
+    """(H, W) bool mask of a checked box/points ``prompt`` on one frame: the anchor decode of a
+    prompt object there, thresholded as ``resolve`` does."""
     with torch.inference_mode():
-        result = decode_jobs(model, feats, [Job(0, PROMPT, True, box=prompt["box"], points=points)])
+        result = decode_jobs(model, feats, [anchor_job(0, PROMPT, prompt)])
         return _above(result.logits[0], threshold)
 
 
@@ -283,9 +289,7 @@ def job_for(obj: VideoObject, action: str, t: int, state, prev_mask, use_track: 
         box = mask_box(mask) if obj.kind == PROMPT else None
         return Job(obj.id, obj.kind, True, key=True, text=obj.text_prompt, phrase=obj.text, mask=mask, box=box)
     if action == ANCHOR:
-        p = obj.prompt
-        points = None if p.get("points") is None else (p["points"], p["labels"])
-        return Job(obj.id, obj.kind, True, box=p.get("box"), points=points)
+        return anchor_job(obj.id, obj.kind, obj.prompt)
     if action == COLD:
         return Job(obj.id, obj.kind, False, text=obj.text_prompt, phrase=obj.text)
     tau, cond, _ = state
