@@ -220,9 +220,10 @@ def test_the_clicks_layer_makes_clicks_on_and_off_the_object(make_napari_viewer,
     assert second is not layer
     second.add([[3, 5, 5]])
     assert second.features["positive"].tolist() == [False]
-    from napari.utils.key_bindings import KeyBinding
-
-    layer.keymap[KeyBinding.from_str("N")](layer)  # the N key in the clicks layer: back to positive
+    viewer.layers.selection.active = layer
+    keys = viewer.window._qt_viewer._key_map_handler  # napari's own dispatch of a key press
+    keys.press_key("N")  # the N key in the clicks layer: back to positive
+    keys.release_key("N")
     assert not widget.negative_clicks.isChecked()
     layer.add([[3, 50, 10]])
     assert layer.features["positive"].tolist() == [True, False, True]
@@ -337,3 +338,37 @@ def test_correct_from_prompts_takes_clicks_alone(make_napari_viewer, qtbot, mp4,
     expected = widget.session.predict_mask(4, points=[(40.0, 30.0), (80.0, 10.0)], labels=[1, 0])
     assert widget.session.keyframes == {1: [4]}
     assert np.array_equal(widget.session.keyframe_mask(1, 4), expected) and len(clicks.data) == 0
+
+
+def test_cancel_while_the_prediction_runs_locks_nothing_and_keeps_the_rectangle(make_napari_viewer, qtbot, mp4,
+                                                                                 tiny_model):
+    """Cancel pressed while the model predicts the correction's mask (on a long video: the frame
+    being encoded): no keyframe, no label changed, nothing to undo, and the rectangle stays for
+    another try. The prediction is held until Cancel is pressed, so the order is certain."""
+    import threading
+
+    viewer = make_napari_viewer()
+    widget = open_with_widget(viewer, mp4, tiny_model)
+    segment(qtbot, widget, "the red circle")
+    session = widget.session
+    before, undo_before = np.asarray(widget.labels_layer.data).copy(), session.can_undo
+    viewer.dims.set_current_step(0, 5)
+    shapes = viewer.add_shapes([box_at(5, 8, 12, 40, 60)], shape_type="rectangle")
+    started, cancelled = threading.Event(), threading.Event()
+    predict = session.predict_mask
+
+    def held_predict(*args, **kwargs):
+        started.set()
+        cancelled.wait(60)
+        return predict(*args, **kwargs)
+
+    session.predict_mask = held_predict
+    widget.objects.selectRow(0)
+    assert widget.correct_from_prompts()
+    assert started.wait(60)
+    widget.cancel()
+    cancelled.set()
+    wait_idle(qtbot, widget)
+    assert session.keyframes == {1: []} and session.can_undo == undo_before
+    assert np.array_equal(np.asarray(widget.labels_layer.data), before) and np.array_equal(session.labels, before)
+    assert len(shapes.data) == 1 and "corrected" not in widget.status.text()
