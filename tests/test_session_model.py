@@ -121,3 +121,22 @@ def test_a_model_with_another_token_size_takes_the_session(tiny_model, video, te
         s.set_mask(1, 6, rect(10, 50, 20, 70))
         list(s.propagate(start=6))
         assert s.keyframes[1] == [6] and np.array_equal(s.labels[6] == 1, rect(10, 50, 20, 70))
+
+
+def test_a_prediction_that_meets_a_model_switch_decodes_the_new_models_features(tiny_model, other_model, video):
+    """predict_mask encodes its frame outside the session lock; a use_model (from another thread)
+    while it does must not leave the old weights' features to be decoded by the new ones."""
+    with VideoSession(other_model, video) as fresh:
+        expected = fresh.predict_mask(3, box=(20, 10, 60, 40))
+    with VideoSession(tiny_model, video) as s:
+        old_cache = s.cache
+        encode = old_cache.get
+
+        def get_then_switch(frame):
+            features = encode(frame)
+            s.use_model(other_model)  # what the other thread does while this frame was encoded
+            return features
+
+        old_cache.get = get_then_switch
+        assert np.array_equal(s.predict_mask(3, box=(20, 10, 60, 40)), expected)
+        assert s.model is other_model

@@ -155,8 +155,11 @@ class VideoSession:
         _, frame, prompt, _ = check_add_arguments(None, frame, box, points, labels, None, self.num_frames,
                                                   *self.frame_shape)
         try:
-            feats = self.cache.get(frame)  # may encode: outside the lock, as in a run
+            cache = self.cache
+            feats = cache.get(frame)  # may encode: outside the lock, as in a run
             with self._lock:  # the model and its cache stay as they are while it decodes
+                if cache is not self.cache:  # use_model came in meanwhile: its own features
+                    feats = self.cache.get(frame)
                 return decode_prompt(self.model, feats, prompt, self.mask_threshold)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             raise device_error(exc, f"decoding frame {frame}") from exc
